@@ -62,9 +62,7 @@ impl Regime {
     pub fn geometry(&self) -> Result<Geometry, Error> {
         let (ia_bits, max_pages) = match *self {
             Regime::El2Stage1 { va_bits } if (25..=48).contains(&va_bits) => (va_bits, 1),
-            Regime::Stage2 { ipa_bits, .. } if (32..=48).contains(&ipa_bits) => {
-                (ipa_bits, MAX_CONCAT_PAGES as u64)
-            }
+            Regime::Stage2 { ipa_bits, .. } if (32..=48).contains(&ipa_bits) => (ipa_bits, MAX_CONCAT_PAGES as u64),
             _ => return Err(Error::InvalidConfig),
         };
         // Level 3 cannot be a 4 KiB-granule start level without FEAT_TTST.

@@ -40,6 +40,11 @@ pub const XN: u64 = 1 << 54;
 pub const SW_MASK: u64 = 0xf << 55;
 /// Shift of the software bits.
 pub const SW_SHIFT: u32 = 55;
+/// Bit 55 of a *table* descriptor (ignored by the hardware): some entry in
+/// the subtree below may hold an ownership annotation. Set on the way down
+/// by `annotate`, never cleared while the table lives, so that scans for
+/// annotations (and wholesale unmaps) can skip subtrees without it.
+pub const TABLE_MAY_ANNOTATE: u64 = 1 << 55;
 /// Bits that a permission or access-flag change may touch without
 /// break-before-make.
 pub const PERM_MASK: u64 = S2AP_R | S2AP_W | XN | AF | SW_MASK;
@@ -93,6 +98,7 @@ impl Desc {
     pub const EMPTY: Desc = Desc(0);
 
     /// Classify the descriptor found at `level`.
+    #[inline]
     pub fn kind(self, level: u8) -> Kind {
         let v = self.0;
         if v & VALID == 0 {
@@ -124,6 +130,11 @@ impl Desc {
         }
     }
 
+    /// For a table descriptor: whether its subtree may hold annotations.
+    pub fn may_annotate(self) -> bool {
+        self.0 & TABLE_MAY_ANNOTATE != 0
+    }
+
     /// Whether bit 0 is set.
     pub fn is_valid(self) -> bool {
         self.0 & VALID != 0
@@ -136,6 +147,7 @@ impl Desc {
     }
 
     /// Output address (leaf) or next-level table address (table).
+    #[inline]
     pub fn oa(self) -> u64 {
         self.0 & OA_MASK
     }

@@ -22,16 +22,18 @@
 pub mod attrs;
 pub mod config;
 pub mod desc;
+mod map;
 pub mod ops;
 mod table;
-pub mod walk;
 #[cfg(feature = "test-util")]
 pub mod testutil;
+mod unmap;
+pub mod walk;
 
 pub use attrs::{Annotation, Attrs, MemType, Perms};
 pub use config::{Geometry, Regime, PAGE_SIZE};
 pub use desc::{Desc, Kind};
-pub use ops::{Barrier, MmOps, Scope, Tlbi, TlbOps};
+pub use ops::{Barrier, MmOps, Scope, TlbOps, Tlbi};
 pub use table::{MapPolicy, PageTable};
 pub use walk::{Ctx, Visit, WalkFlags};
 

@@ -22,6 +22,18 @@ pub trait MmOps {
     fn get_page(&mut self, pa: u64);
     /// Drop a reference on the table page at `pa`; at zero the page is freed.
     fn put_page(&mut self, pa: u64);
+    /// Take `n` references at once (a run of new entries in one table).
+    fn get_pages(&mut self, pa: u64, n: u32) {
+        for _ in 0..n {
+            self.get_page(pa);
+        }
+    }
+    /// Drop `n` references at once; at zero the page is freed.
+    fn put_pages(&mut self, pa: u64, n: u32) {
+        for _ in 0..n {
+            self.put_page(pa);
+        }
+    }
     /// The current reference count of the table page at `pa`.
     fn page_count(&self, pa: u64) -> u32;
     /// Read the descriptor at physical address `pa` (8-byte aligned).

@@ -1,9 +1,9 @@
 //! The page table and its operations.
 
-use crate::attrs::{Annotation, Attrs, Perms};
+use crate::attrs::{Annotation, Perms};
 use crate::config::{level_size, Geometry, Regime, ENTRIES_PER_TABLE, LAST_LEVEL, PAGE_SIZE};
 use crate::desc::{self, Desc, Kind};
-use crate::ops::{Barrier, MmOps, Scope, Tlbi, TlbOps};
+use crate::ops::{Barrier, MmOps, Scope, TlbOps, Tlbi};
 use crate::walk::{Ctx, Visit, WalkFlags};
 use crate::Error;
 
@@ -48,18 +48,18 @@ pub struct PageTable<M: MmOps, T: TlbOps> {
 
 /// TLB invalidations deferred to the end of an operation: a run of
 /// invalidating writes needs only one DSB before its TLBIs and one after.
-struct Pending {
+pub(crate) struct Pending {
     addrs: [(u64, u8); Pending::CAP],
     len: usize,
     /// Too many, or a table entry was cleared: invalidate the whole VMID
     /// (or all of EL2).
-    all: bool,
+    pub(crate) all: bool,
 }
 
 impl Pending {
     const CAP: usize = 16;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Pending {
             addrs: [(0, 0); Pending::CAP],
             len: 0,
@@ -67,7 +67,7 @@ impl Pending {
         }
     }
 
-    fn add(&mut self, addr: u64, level: u8) {
+    pub(crate) fn add(&mut self, addr: u64, level: u8) {
         if self.len < Self::CAP {
             self.addrs[self.len] = (addr, level);
             self.len += 1;
@@ -133,128 +133,6 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         &mut self.tlb
     }
 
-    /// Map `[ia, ia + size)` to `[oa, oa + size)` with `attrs`, using the
-    /// largest blocks `policy` and alignment allow. Existing mappings in the
-    /// range are replaced (with break-before-make where needed); blocks that
-    /// stick out of the range are split so that what lies outside keeps its
-    /// translation.
-    ///
-    /// Refused without any change: unaligned or out-of-range arguments,
-    /// attributes the regime forbids, an annotation in the range (unless the
-    /// policy allows replacing it), a LOCKED entry. `NoMemory` may leave the
-    /// range partly mapped: every entry then holds its old or its new value.
-    pub fn map(&mut self, ia: u64, size: u64, oa: u64, attrs: Attrs, policy: MapPolicy) -> Result<(), Error> {
-        let end = self.check_range(ia, size)?;
-        if oa % PAGE_SIZE != 0 {
-            return Err(Error::Unaligned);
-        }
-        match oa.checked_add(size) {
-            Some(oa_end) if oa_end <= 1 << 48 => {}
-            _ => return Err(Error::OutOfRange),
-        }
-        // Encode once: validates the attributes for this regime and gives
-        // the bits every leaf shares.
-        let page = Desc::leaf(&self.regime, LAST_LEVEL, 0, attrs)?;
-        let block = Desc(page.0 & !desc::TABLE_OR_PAGE);
-        if size == 0 {
-            return Ok(());
-        }
-        self.precheck(ia, size, !policy.replace_annotations)?;
-        self.split_boundaries(ia, end)?;
-
-        let min_level = policy.min_leaf_level.clamp(1, LAST_LEVEL);
-        let mut pending = Pending::new();
-        let flags = WalkFlags {
-            table_pre: true,
-            leaf: true,
-            table_post: false,
-        };
-        let res = self.walk(ia, size, flags, &mut |pt, ctx, visit| {
-            let level = ctx.level;
-            let target = oa + (ctx.entry_start.wrapping_sub(ia));
-            let fits = level >= min_level && ctx.fully_covered() && target % level_size(level) == 0;
-            let template = if level == LAST_LEVEL { page } else { block };
-            let new = Desc(template.0 | target);
-            match visit {
-                Visit::TablePre => {
-                    if fits {
-                        // A whole table's range maps as one block now.
-                        let child = ctx.old.oa();
-                        pt.replace(ctx, new);
-                        pt.free_unlinked(child, level + 1);
-                    }
-                    Ok(())
-                }
-                Visit::Leaf if fits => {
-                    pt.install_leaf(ctx, new, &mut pending);
-                    Ok(())
-                }
-                Visit::Leaf => match ctx.old.kind(level) {
-                    // A block only partly covered was split by
-                    // split_boundaries; one fully covered that may not stay
-                    // a block (policy, alignment) is split here.
-                    Kind::Leaf => pt.split_entry(ctx),
-                    Kind::Locked => Err(Error::Locked),
-                    _ => pt.link_new_table(ctx),
-                },
-                Visit::TablePost => Ok(()),
-            }
-        });
-        self.flush(&mut pending, Scope::Broadcast);
-        self.tlb.barrier(Barrier::DsbIshSt);
-        if !self.regime.is_stage2() {
-            self.tlb.barrier(Barrier::Isb);
-        }
-        res
-    }
-
-    /// Unmap `[ia, ia + size)` and return how many bytes were mapped there.
-    /// Tables that empty are freed. Blocks that stick out of the range are
-    /// split first so that what lies outside keeps its translation.
-    ///
-    /// Refuses (`Annotated`) a range holding an ownership annotation, and
-    /// a LOCKED entry, without any change. `NoMemory` (a boundary block
-    /// could not be split) also leaves the translation unchanged.
-    pub fn unmap(&mut self, ia: u64, size: u64) -> Result<u64, Error> {
-        let end = self.check_range(ia, size)?;
-        if size == 0 {
-            return Ok(0);
-        }
-        self.precheck(ia, size, true)?;
-        self.split_boundaries(ia, end)?;
-
-        let mut unmapped = 0u64;
-        let mut pending = Pending::new();
-        let flags = WalkFlags {
-            table_pre: false,
-            leaf: true,
-            table_post: true,
-        };
-        let res = self.walk(ia, size, flags, &mut |pt, ctx, visit| {
-            match visit {
-                Visit::Leaf if ctx.old.kind(ctx.level) == Kind::Leaf => {
-                    unmapped += ctx.entry_size();
-                    pt.clear_deferred(ctx, &mut pending);
-                }
-                Visit::TablePost => {
-                    let child = ctx.old.oa();
-                    if pt.mm.page_count(child) == 1 {
-                        // Empty: unlink, invalidate everything it may have
-                        // fed into walk caches, then free it.
-                        pending.all = true;
-                        pt.clear_deferred(ctx, &mut pending);
-                        pt.flush(&mut pending, Scope::Broadcast);
-                        pt.mm.put_page(child);
-                    }
-                }
-                _ => {}
-            }
-            Ok(())
-        });
-        self.flush(&mut pending, Scope::Broadcast);
-        res.map(|()| unmapped)
-    }
-
     /// Record `annotation` in every page of `[ia, ia + size)`, replacing
     /// whatever was mapped or recorded there (with TLB invalidation of the
     /// old mappings). Annotations always sit at page level.
@@ -264,19 +142,28 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         if size == 0 {
             return Ok(());
         }
-        self.precheck(ia, size, false)?;
-        self.split_boundaries(ia, end)?;
+        if self.scan(ia, end, false)? {
+            self.split_boundaries(ia, end)?;
+        }
         let mut pending = Pending::new();
         let flags = WalkFlags {
-            table_pre: false,
+            table_pre: true,
             leaf: true,
             table_post: false,
         };
-        let res = self.walk(ia, size, flags, &mut |pt, ctx, _| {
+        let res = self.walk(ia, size, flags, &mut |pt, ctx, visit| {
+            if visit == Visit::TablePre {
+                // Tell scans and wholesale unmaps that this subtree now
+                // holds an annotation (an ignored bit: no break needed).
+                if !ctx.old.may_annotate() {
+                    pt.mm.write_desc(ctx.entry_pa, ctx.old.0 | desc::TABLE_MAY_ANNOTATE);
+                }
+                return Ok(());
+            }
             if ctx.level < LAST_LEVEL {
                 return match ctx.old.kind(ctx.level) {
-                    Kind::Leaf => pt.split_entry(ctx),
-                    _ => pt.link_new_table(ctx),
+                    Kind::Leaf => pt.split_entry(ctx, desc::TABLE_MAY_ANNOTATE),
+                    _ => pt.link_new_table(ctx, desc::TABLE_MAY_ANNOTATE),
                 };
             }
             if ctx.old.is_valid() {
@@ -346,7 +233,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         self.split_boundaries(ia, end)?;
         self.walk(ia, size, WalkFlags::LEAF, &mut |pt, ctx, _| {
             if ctx.level < LAST_LEVEL && ctx.old.kind(ctx.level) == Kind::Leaf {
-                pt.split_entry(ctx)?;
+                pt.split_entry(ctx, 0)?;
             }
             Ok(())
         })
@@ -367,8 +254,8 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
 
     /// Validate `[ia, ia + size)`: page-aligned, inside the input space.
     /// Returns the end.
-    fn check_range(&self, ia: u64, size: u64) -> Result<u64, Error> {
-        if ia % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+    pub(crate) fn check_range(&self, ia: u64, size: u64) -> Result<u64, Error> {
+        if !ia.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(Error::Unaligned);
         }
         match ia.checked_add(size) {
@@ -377,14 +264,18 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         }
     }
 
-    /// Refuse a range with a LOCKED entry or (if `annotations`) an
-    /// annotation, before anything changes.
-    fn precheck(&mut self, ia: u64, size: u64, annotations: bool) -> Result<(), Error> {
-        self.walk(ia, size, WalkFlags::LEAF, &mut |_, ctx, _| match ctx.old.kind(ctx.level) {
-            Kind::Locked => Err(Error::Locked),
-            Kind::Annotation(_) if annotations => Err(Error::Annotated),
-            _ => Ok(()),
-        })
+    /// The root table: address, level, and entries (concatenated pages
+    /// form one table). For read-only walks.
+    pub(crate) fn root_table(&self) -> (u64, u8, usize) {
+        (self.root, self.geo.start_level, self.geo.root_pages * ENTRIES_PER_TABLE)
+    }
+
+    /// The root page holding the entry for `ia`. Paths that count a run of
+    /// entries once per table page go through the root page by page, since
+    /// each concatenated root page has its own count.
+    pub(crate) fn root_page_for(&self, ia: u64) -> u64 {
+        let index = ia >> crate::config::level_shift(self.geo.start_level);
+        self.root + (index / ENTRIES_PER_TABLE as u64) * PAGE_SIZE
     }
 
     /// Find the deepest entry for `ia`: (its address, value, level).
@@ -409,7 +300,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
 
     /// Make `addr` a leaf boundary by splitting the valid block around it,
     /// level by level, keeping the translation.
-    fn split_boundaries(&mut self, start: u64, end: u64) -> Result<(), Error> {
+    pub(crate) fn split_boundaries(&mut self, start: u64, end: u64) -> Result<(), Error> {
         for addr in [start, end] {
             if addr >= self.geo.ia_end() {
                 continue;
@@ -428,7 +319,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
                     start: entry_start,
                     end: entry_start + level_size(level),
                 };
-                self.split_entry(&ctx)?;
+                self.split_entry(&ctx, 0)?;
             }
         }
         Ok(())
@@ -436,7 +327,8 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
 
     /// Replace the block at `ctx` by a table of next-level entries with the
     /// same translation (break-before-make on the block).
-    fn split_entry(&mut self, ctx: &Ctx) -> Result<(), Error> {
+    /// `flags` are software bits for the new table descriptor.
+    pub(crate) fn split_entry(&mut self, ctx: &Ctx, flags: u64) -> Result<(), Error> {
         let child = self.mm.zalloc_pages(1).ok_or(Error::NoMemory)?;
         let level = ctx.level + 1;
         let step = level_size(level);
@@ -448,21 +340,22 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         // The child is not reachable yet: plain writes, no maintenance.
         for i in 0..ENTRIES_PER_TABLE as u64 {
             self.mm.write_desc(child + i * 8, bits | (base + i * step));
-            self.mm.get_page(child);
         }
-        self.replace(ctx, Desc::table(child));
+        self.mm.get_pages(child, ENTRIES_PER_TABLE as u32);
+        self.replace(ctx, Desc(Desc::table(child).0 | flags));
         Ok(())
     }
 
     /// Install a fresh empty table at an invalid entry (empty or stray).
-    fn link_new_table(&mut self, ctx: &Ctx) -> Result<(), Error> {
+    /// `flags` are software bits for the new table descriptor.
+    pub(crate) fn link_new_table(&mut self, ctx: &Ctx, flags: u64) -> Result<(), Error> {
         let child = self.mm.zalloc_pages(1).ok_or(Error::NoMemory)?;
-        self.set_entry(ctx, Desc::table(child));
+        self.set_entry(ctx, Desc(Desc::table(child).0 | flags));
         Ok(())
     }
 
     /// Put a leaf where `fits` said one belongs.
-    fn install_leaf(&mut self, ctx: &Ctx, new: Desc, pending: &mut Pending) {
+    pub(crate) fn install_leaf(&mut self, ctx: &Ctx, new: Desc, pending: &mut Pending) {
         let old = ctx.old;
         if old == new {
             return;
@@ -484,7 +377,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
     /// Write `new` over an entry without break-before-make, keeping the
     /// table page's count (valid-to-invalid, invalid-to-anything,
     /// permission-only changes).
-    fn set_entry(&mut self, ctx: &Ctx, new: Desc) {
+    pub(crate) fn set_entry(&mut self, ctx: &Ctx, new: Desc) {
         let page = ctx.table_page();
         if new.is_counted() && !ctx.old.is_counted() {
             self.mm.get_page(page);
@@ -495,26 +388,21 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         }
     }
 
-    /// Clear a valid entry and defer its invalidation to the next flush.
-    fn clear_deferred(&mut self, ctx: &Ctx, pending: &mut Pending) {
-        self.set_entry(ctx, Desc::EMPTY);
-        if ctx.old.kind(ctx.level) == Kind::Table {
-            pending.all = true;
-        } else {
-            pending.add(ctx.entry_start, ctx.level);
-        }
-    }
-
     /// Break-before-make: if the entry is valid, lock it, make the lock
     /// visible, invalidate it on every CPU and wait; then write `new`.
-    fn replace(&mut self, ctx: &Ctx, new: Desc) {
+    pub(crate) fn replace(&mut self, ctx: &Ctx, new: Desc) {
         if !ctx.old.is_valid() {
             self.set_entry(ctx, new);
             return;
         }
         self.mm.write_desc(ctx.entry_pa, desc::LOCKED);
         self.tlb.barrier(Barrier::DsbIshSt);
-        let op = self.tlbi_for(ctx.entry_start, ctx.level, ctx.old.kind(ctx.level) == Kind::Table, Scope::Broadcast);
+        let op = self.tlbi_for(
+            ctx.entry_start,
+            ctx.level,
+            ctx.old.kind(ctx.level) == Kind::Table,
+            Scope::Broadcast,
+        );
         self.tlb.tlbi(op);
         self.tlb.barrier(Barrier::DsbIsh);
         let page = ctx.table_page();
@@ -531,7 +419,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
 
     /// Issue the deferred invalidations: one DSB to publish the writes,
     /// the TLBIs, one DSB to complete them.
-    fn flush(&mut self, pending: &mut Pending, scope: Scope) {
+    pub(crate) fn flush(&mut self, pending: &mut Pending, scope: Scope) {
         if pending.is_empty() {
             return;
         }
@@ -585,20 +473,25 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         // Refuse up front what the regime forbids (W+X at stage 1,
         // executable device memory), so nothing changes on refusal.
         let regime = self.regime;
-        self.walk(ia, size, WalkFlags::LEAF, &mut |_, ctx, _| match ctx.old.kind(ctx.level) {
-            Kind::Locked => Err(Error::Locked),
-            Kind::Leaf => {
-                let new = Desc((ctx.old.0 | set) & !clear);
-                let a = new.attrs(&regime);
-                let sw = matches!(regime, Regime::El2Stage1 { .. });
-                if (a.perms.x && a.mem == crate::MemType::Device) || (sw && a.perms.w && a.perms.x) {
-                    Err(Error::InvalidAttrs)
-                } else {
-                    Ok(())
+        self.walk(
+            ia,
+            size,
+            WalkFlags::LEAF,
+            &mut |_, ctx, _| match ctx.old.kind(ctx.level) {
+                Kind::Locked => Err(Error::Locked),
+                Kind::Leaf => {
+                    let new = Desc((ctx.old.0 | set) & !clear);
+                    let a = new.attrs(&regime);
+                    let sw = matches!(regime, Regime::El2Stage1 { .. });
+                    if (a.perms.x && a.mem == crate::MemType::Device) || (sw && a.perms.w && a.perms.x) {
+                        Err(Error::InvalidAttrs)
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-            _ => Ok(()),
-        })?;
+                _ => Ok(()),
+            },
+        )?;
         self.split_boundaries(ia, end)?;
         let mut pending = Pending::new();
         let res = self.walk(ia, size, WalkFlags::LEAF, &mut |pt, ctx, _| {
@@ -617,22 +510,6 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             self.flush(&mut pending, scope);
         }
         res
-    }
-
-    /// Free a table that is no longer linked: drop the reference of every
-    /// counted entry (recursing into child tables), then the table's own.
-    fn free_unlinked(&mut self, table: u64, level: u8) {
-        for i in 0..ENTRIES_PER_TABLE as u64 {
-            let d = Desc(self.mm.read_desc(table + i * 8));
-            if !d.is_counted() {
-                continue;
-            }
-            if level < LAST_LEVEL && d.kind(level) == Kind::Table {
-                self.free_unlinked(d.oa(), level + 1);
-            }
-            self.mm.put_page(table);
-        }
-        self.mm.put_page(table);
     }
 }
 

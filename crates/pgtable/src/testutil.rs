@@ -8,7 +8,7 @@ extern crate std;
 use std::vec;
 use std::vec::Vec;
 
-use crate::ops::{Barrier, MmOps, Tlbi, TlbOps};
+use crate::ops::{Barrier, MmOps, TlbOps, Tlbi};
 
 /// Table pages in one contiguous host allocation, addressed as physical
 /// addresses from `base`, with a free list and a refcount per page.
@@ -87,6 +87,21 @@ impl MmOps for ArenaMm {
         self.refs[i] -= 1;
         if self.refs[i] == 0 {
             self.free.push(i);
+            self.live -= 1;
+        }
+    }
+
+    fn get_pages(&mut self, pa: u64, n: u32) {
+        let i = self.index(pa);
+        self.refs[i] += n;
+    }
+
+    fn put_pages(&mut self, pa: u64, n: u32) {
+        let i = self.index(pa);
+        assert!(self.refs[i] >= n, "put_pages below zero on {pa:#x}");
+        self.refs[i] -= n;
+        if n > 0 && self.refs[i] == 0 {
+            self.free.push(i as _);
             self.live -= 1;
         }
     }

@@ -25,20 +25,31 @@ const RW: Attrs = Attrs::new(Perms::RW, MemType::NormalWb);
 
 /// A cheap fingerprint of the whole translation of a few probe addresses.
 fn snapshot(pt: &PageTable<ArenaMm, CountingTlb>, probes: &[u64]) -> Vec<(u64, u8)> {
-    probes.iter().map(|&a| pt.get_leaf(a).map(|(d, l)| (d.0, l)).unwrap()).collect()
+    probes
+        .iter()
+        .map(|&a| pt.get_leaf(a).map(|(d, l)| (d.0, l)).unwrap())
+        .collect()
 }
 
 #[test]
 fn invalid_configs_are_refused() {
     for ipa_bits in [0, 31, 49, 64] {
-        let r = Regime::Stage2 { ipa_bits, vmid: 0, fwb: false };
+        let r = Regime::Stage2 {
+            ipa_bits,
+            vmid: 0,
+            fwb: false,
+        };
         assert_eq!(r.geometry(), Err(Error::InvalidConfig), "ipa_bits {ipa_bits}");
     }
     for va_bits in [0, 24, 49] {
         let r = Regime::El2Stage1 { va_bits };
         assert_eq!(r.geometry(), Err(Error::InvalidConfig), "va_bits {va_bits}");
     }
-    let r = Regime::Stage2 { ipa_bits: 20, vmid: 0, fwb: false };
+    let r = Regime::Stage2 {
+        ipa_bits: 20,
+        vmid: 0,
+        fwb: false,
+    };
     let res = PageTable::new(r, ArenaMm::new(0, 16), CountingTlb::default());
     assert!(matches!(res, Err(Error::InvalidConfig)));
 }
@@ -48,8 +59,15 @@ fn root_allocation_failure_is_no_memory() {
     let mut mm = ArenaMm::new(0, 64);
     mm.set_limit(Some(8));
     // ipa 34 needs 16 concatenated root pages.
-    let r = Regime::Stage2 { ipa_bits: 34, vmid: 0, fwb: false };
-    assert!(matches!(PageTable::new(r, mm, CountingTlb::default()), Err(Error::NoMemory)));
+    let r = Regime::Stage2 {
+        ipa_bits: 34,
+        vmid: 0,
+        fwb: false,
+    };
+    assert!(matches!(
+        PageTable::new(r, mm, CountingTlb::default()),
+        Err(Error::NoMemory)
+    ));
 }
 
 #[test]
@@ -81,15 +99,27 @@ fn out_of_range_arguments_are_refused() {
     let probes = [0, end - 4096];
     let before = snapshot(&pt, &probes);
     assert_eq!(pt.map(end, 4096, 0, RW, MapPolicy::BLOCKS), Err(Error::OutOfRange));
-    assert_eq!(pt.map(end - 4096, 8192, 0, RW, MapPolicy::BLOCKS), Err(Error::OutOfRange));
+    assert_eq!(
+        pt.map(end - 4096, 8192, 0, RW, MapPolicy::BLOCKS),
+        Err(Error::OutOfRange)
+    );
     // Wrapping sizes.
-    assert_eq!(pt.map(4096, u64::MAX - 4095, 0, RW, MapPolicy::BLOCKS), Err(Error::OutOfRange));
+    assert_eq!(
+        pt.map(4096, u64::MAX - 4095, 0, RW, MapPolicy::BLOCKS),
+        Err(Error::OutOfRange)
+    );
     assert_eq!(pt.unmap(4096, u64::MAX - 4095), Err(Error::OutOfRange));
     // Output beyond 48 bits.
     assert_eq!(pt.map(0, 4096, 1 << 48, RW, MapPolicy::BLOCKS), Err(Error::OutOfRange));
-    assert_eq!(pt.map(0, 8192, (1 << 48) - 4096, RW, MapPolicy::BLOCKS), Err(Error::OutOfRange));
+    assert_eq!(
+        pt.map(0, 8192, (1 << 48) - 4096, RW, MapPolicy::BLOCKS),
+        Err(Error::OutOfRange)
+    );
     assert_eq!(pt.unmap(end, 4096), Err(Error::OutOfRange));
-    assert_eq!(pt.annotate(end, 4096, Annotation { owner: 1, meta: 0 }), Err(Error::OutOfRange));
+    assert_eq!(
+        pt.annotate(end, 4096, Annotation { owner: 1, meta: 0 }),
+        Err(Error::OutOfRange)
+    );
     assert_eq!(pt.get_leaf(end), Err(Error::OutOfRange));
     assert_eq!(pt.wrprotect(end - 4096, 8192), Err(Error::OutOfRange));
     assert_eq!(pt.split(end, 4096), Err(Error::OutOfRange));
@@ -110,14 +140,16 @@ fn forbidden_attributes_are_refused() {
     let bad_sw = Attrs { sw: 16, ..RW };
     assert_eq!(pt.map(0, 4096, 0, bad_sw, MapPolicy::BLOCKS), Err(Error::InvalidAttrs));
     // Relaxing an RX page to W+X at stage 1 is refused and changes nothing.
-    pt.map(0, 4096, 0, Attrs::new(Perms::RX, MemType::NormalWb), MapPolicy::BLOCKS).unwrap();
+    pt.map(0, 4096, 0, Attrs::new(Perms::RX, MemType::NormalWb), MapPolicy::BLOCKS)
+        .unwrap();
     let before = pt.get_leaf(0).unwrap();
     assert_eq!(pt.relax_perms(0, 4096, Perms::RW), Err(Error::InvalidAttrs));
     assert_eq!(pt.get_leaf(0).unwrap(), before);
     // Stage 2: executable device memory.
     let mut pt = s2(40);
     assert_eq!(pt.map(0, 4096, 0, dev_x, MapPolicy::BLOCKS), Err(Error::InvalidAttrs));
-    pt.map(0, 4096, 0, Attrs::new(Perms::RW, MemType::Device), MapPolicy::BLOCKS).unwrap();
+    pt.map(0, 4096, 0, Attrs::new(Perms::RW, MemType::Device), MapPolicy::BLOCKS)
+        .unwrap();
     assert_eq!(pt.relax_perms(0, 4096, Perms::RWX), Err(Error::InvalidAttrs));
 }
 
@@ -148,28 +180,62 @@ fn bad_annotations_are_refused() {
     let mut pt = s2(40);
     let zero_owner = Annotation { owner: 0, meta: 0 };
     assert_eq!(pt.annotate(0, 4096, zero_owner), Err(Error::InvalidAnnotation));
-    let big_meta = Annotation { owner: 1, meta: 1 << 51 };
+    let big_meta = Annotation {
+        owner: 1,
+        meta: 1 << 51,
+    };
     assert_eq!(pt.annotate(0, 4096, big_meta), Err(Error::InvalidAnnotation));
     assert_eq!(pt.get_leaf(0).unwrap().0 .0, 0);
-    let max = Annotation { owner: 255, meta: Annotation::META_MAX };
+    let max = Annotation {
+        owner: 255,
+        meta: Annotation::META_MAX,
+    };
     pt.annotate(0, 4096, max).unwrap();
     assert_eq!(pt.get_leaf(0).unwrap().0.annotation(), Some(max));
 }
 
+/// LOCKED entries exist only inside one operation (the engine has
+/// exclusive access to its table); a forged one is refused wherever the
+/// pre-change scan reads it: tables the range only partly covers, and
+/// subtrees that may hold annotations.
 #[test]
 fn locked_entries_are_refused() {
     let mut pt = s2(40);
     pt.map(0, 2 * MIB, 0, RW, MapPolicy::PAGES).unwrap();
-    // Simulate a break-before-make in progress on page 3.
     let (_, level) = pt.get_leaf(3 * 4096).unwrap();
     assert_eq!(level, 3);
     let entry = find_entry(&pt, 3 * 4096);
     pt.mm_mut().write_desc(entry, warden_pgtable::desc::LOCKED);
-    assert_eq!(pt.unmap(0, 2 * MIB), Err(Error::Locked));
-    assert_eq!(pt.map(0, 2 * MIB, 0, RW, MapPolicy::BLOCKS), Err(Error::Locked));
-    assert_eq!(pt.annotate(0, 8192 * 2, Annotation { owner: 1, meta: 0 }), Err(Error::Locked));
+    // Partly covered level-3 table: scanned entry by entry.
+    assert_eq!(pt.unmap(0, 2 * MIB - 4096), Err(Error::Locked));
+    assert_eq!(
+        pt.map(0, 16 * 4096, 0x1000_0000, RW, MapPolicy::BLOCKS),
+        Err(Error::Locked)
+    );
+    assert_eq!(
+        pt.annotate(0, 8192 * 2, Annotation { owner: 1, meta: 0 }),
+        Err(Error::Locked)
+    );
     assert_eq!(pt.wrprotect(0, 2 * MIB), Err(Error::Locked));
     assert_eq!(pt.get_leaf(0).unwrap().0.attrs(pt.regime()).perms, Perms::RW);
+    assert_eq!(pt.get_leaf(0).unwrap().0.oa(), 0);
+    // A subtree marked as possibly annotated is scanned even when covered.
+    pt.annotate(100 * 4096, 4096, Annotation { owner: 2, meta: 0 }).unwrap();
+    assert_eq!(pt.unmap(0, 2 * MIB), Err(Error::Locked));
+    assert_eq!(
+        pt.map(
+            0,
+            2 * MIB,
+            0,
+            RW,
+            MapPolicy {
+                replace_annotations: true,
+                ..MapPolicy::BLOCKS
+            }
+        ),
+        Err(Error::Locked)
+    );
+    assert_eq!(pt.get_leaf(0).unwrap().1, 3);
 }
 
 #[test]
@@ -195,7 +261,11 @@ fn find_entry(pt: &PageTable<ArenaMm, CountingTlb>, ia: u64) -> u64 {
     let mut table = pt.root();
     loop {
         let shift = 12 + 9 * (3 - level as u32);
-        let idx = if level == pt.geometry().start_level { ia >> shift } else { (ia >> shift) & 511 };
+        let idx = if level == pt.geometry().start_level {
+            ia >> shift
+        } else {
+            (ia >> shift) & 511
+        };
         let entry = table + idx * 8;
         let d = pt.mm().read_desc(entry);
         if level == 3 {

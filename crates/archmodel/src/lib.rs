@@ -1,0 +1,51 @@
+//! A test-only model of what Arm hardware sees, used as an independent
+//! oracle for Warden's page-table engine.
+//!
+//! # What it models
+//!
+//! * [`mem`]: physical memory as a window of sparse 4 KiB pages with a page
+//!   allocator (zeroed, aligned runs; an optional limit to provoke
+//!   out-of-memory).
+//! * [`mod@walk`]: the VMSAv8-64 translation table walk for a 4 KiB granule, for
+//!   the nVHE EL2 stage-1 regime (one VA range, MAIR_EL2 attributes, AP/XN
+//!   and hierarchical APTable/XNTable) and the stage-2 regime (IPA size,
+//!   start level, concatenated roots of up to 16 pages, S2AP/XN, MemAttr with
+//!   and without FEAT_S2FWB). Faults: Translation, Address size, Access flag,
+//!   Permission, with the level that reports them.
+//! * [`machine`]: several CPUs sharing the registered ("live") tables, each
+//!   with a TLB of leaf translations, and a break-before-make checker in the
+//!   spirit of Cambridge's Casemate: every descriptor write, DSB and TLBI goes
+//!   through the [`machine::Machine`], which tracks each live descriptor
+//!   location as valid, invalid-unclean or invalid-clean and records
+//!   [`machine::Violation`]s instead of panicking.
+//!
+//! # What it does not model
+//!
+//! * Hardware Access flag or dirty-state updates (FEAT_HAFDBS): AF = 0 always
+//!   faults, and such entries are never cached.
+//! * Walk caches and speculative walks: TLBs fill only when
+//!   [`machine::Machine::translate`] is called, and only with leaf entries.
+//!   Stale intermediate entries are caught by the checker's rules for table
+//!   descriptors instead (only whole-range invalidation cleans them).
+//! * Relaxed memory ordering beyond the DSB/TLBI/DSB sequence: writes are
+//!   visible at once; a TLBI removes TLB entries at once (the checker still
+//!   insists on the completing DSB).
+//! * Combined stage-1+2 entries, ASIDs, VHE (EL2&0), the contiguous hint as a
+//!   TLB optimisation, FEAT_BBM levels 1 and 2, 16/64 KiB granules, 52-bit
+//!   addresses, memory-type combination of stages.
+//!
+//! # Independence rule
+//!
+//! This crate is an oracle: it must not depend on, or share code with,
+//! `warden-pgtable` or any other crate it checks. Its descriptor decoding is
+//! written from the Arm Architecture Reference Manual, and its tests build
+//! tables from raw bit values worked out from the manual. A shared bug
+//! would make both sides agree on the wrong answer.
+
+pub mod machine;
+pub mod mem;
+pub mod walk;
+
+pub use machine::{CleanStage, Dsb, Event, Machine, Stats, TableId, Tlbi, Violation};
+pub use mem::{DescSource, PhysMem, PAGE_SIZE};
+pub use walk::{check_access, walk, Access, Fault, FaultKind, MemType, Regime, RegimeError, Translation};

@@ -1,0 +1,217 @@
+//! `cargo xtask test`: the host tests, then QEMU boot tests that check what
+//! Warden prints.
+//!
+//! Each QEMU test boots the image in one configuration, waits for QEMU to
+//! exit (killing it after [`TIMEOUT`]) and checks: QEMU's exit status, a set
+//! of lines that must appear in order, and lines that must not appear.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::image::cargo;
+use crate::qemu::{self, Config, DONE_MARKER, EXCEPTION_MARKER, PANIC_MARKER};
+use crate::{say, workspace_root, Result};
+
+/// How long one boot may take before it counts as a hang.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One QEMU boot and what it must print.
+pub struct QemuTest {
+    /// Name printed with PASS/FAIL.
+    pub name: &'static str,
+    /// The machine.
+    pub config: Config,
+    /// Substrings that must appear in this order (each on the line of the
+    /// previous one or later).
+    pub expect: Vec<&'static str>,
+    /// Substrings that must appear on no line.
+    pub forbid: Vec<&'static str>,
+}
+
+/// What a clean boot of the default machine prints, in order.
+const CLEAN_BOOT: &[&str] = &[
+    "Warden 0.",
+    "running at EL2",
+    "memory map (from the device tree):",
+    "  RAM      0x040000000..0x080000000      1 GiB",
+    "  UART     0x009000000..0x009001000      4 KiB  arm,pl011",
+    "  SMMU     0x009050000..0x009070000    128 KiB  arm,smmu-v3",
+    "  GIC dist 0x008000000..0x008010000     64 KiB  arm,gic-v3",
+    "  PSCI     method smc",
+    "  CPUs     2",
+    "PSCI 1.",
+    "hypervisor image 0x040200000..",
+    "  text   0x040200000..",
+    "  pool   ",
+    "EL2 page table: 48-bit VA, 4 KiB granule, start level 0",
+    "  text   0x040200000..",
+    "RX   Normal-WB",
+    "  rodata ",
+    "R    Normal-WB",
+    "  stack  ",
+    "RW   Normal-WB",
+    "  uart   0x009000000..0x009001000      4 KiB  RW   Device-nGnRE",
+    "  table pages used: ",
+    "EL2 MMU on: SCTLR_EL2=",
+    "(identity)",
+    DONE_MARKER,
+];
+
+/// The QEMU tests.
+pub fn qemu_tests() -> Vec<QemuTest> {
+    let failures = vec![PANIC_MARKER, EXCEPTION_MARKER];
+    vec![
+        QemuTest {
+            name: "boot (virt, 2 CPUs, 1 GiB)",
+            config: Config::default(),
+            expect: CLEAN_BOOT.to_vec(),
+            forbid: failures.clone(),
+        },
+        QemuTest {
+            name: "boot (virt, 1 CPU, 512 MiB): memory map follows the device tree",
+            config: Config {
+                memory: "512M".into(),
+                cpus: 1,
+                append: None,
+            },
+            expect: vec![
+                "running at EL2",
+                "  RAM      0x040000000..0x060000000    512 MiB",
+                "  CPUs     1",
+                "EL2 MMU on",
+                DONE_MARKER,
+            ],
+            forbid: failures.clone(),
+        },
+        QemuTest {
+            name: "W^X: a write to .rodata faults and is reported",
+            config: Config {
+                append: Some("warden.selftest=wxn".into()),
+                ..Config::default()
+            },
+            expect: vec![
+                "EL2 MMU on",
+                "self-test: writing to read-only",
+                "WARDEN EXCEPTION: synchronous from current EL with SP_EL2",
+                "EC 0x25 data abort, same EL, permission fault at level 3 on write",
+                "powering off after the exception",
+            ],
+            forbid: vec![DONE_MARKER, PANIC_MARKER],
+        },
+        QemuTest {
+            name: "panic: reported and powered off",
+            config: Config {
+                append: Some("warden.selftest=panic".into()),
+                ..Config::default()
+            },
+            expect: vec!["EL2 MMU on", "WARDEN PANIC: self-test panic at "],
+            forbid: vec![DONE_MARKER, EXCEPTION_MARKER],
+        },
+    ]
+}
+
+/// Check a run against a test's expectations; the reasons it failed.
+/// Expectations match in order: each on the line of the previous match or
+/// a later one.
+pub fn check(test: &QemuTest, run: &qemu::Run) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run.timed_out {
+        problems.push(format!("hung: killed after {} s", TIMEOUT.as_secs()));
+    } else if let Some(status) = run.status {
+        if !status.success() {
+            problems.push(format!("QEMU exited with {status}"));
+        }
+    }
+    let mut from = 0;
+    for want in &test.expect {
+        match run.lines[from..].iter().position(|l| l.contains(want)) {
+            // The next expectation may sit on the same line.
+            Some(i) => from += i,
+            None => {
+                problems.push(format!("missing (in order) line containing {want:?}"));
+                break;
+            }
+        }
+    }
+    for bad in &test.forbid {
+        if let Some(line) = run.lines.iter().find(|l| l.contains(bad)) {
+            problems.push(format!("unexpected line: {line}"));
+        }
+    }
+    problems
+}
+
+/// `cargo test --workspace`; whether it passed.
+pub fn cargo_test_workspace() -> Result<bool> {
+    let status = cargo()
+        .current_dir(workspace_root())
+        .args(["test", "--workspace"])
+        .status()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    Ok(status.success())
+}
+
+/// Run every QEMU test; (passed, failed).
+pub fn run_qemu_tests(image: &Path, verbose: bool) -> Result<(usize, usize)> {
+    let tests = qemu_tests();
+    say!("running {} QEMU tests", tests.len());
+    let (mut passed, mut failed) = (0, 0);
+    for test in &tests {
+        let run = qemu::run(&test.config, image, &[], TIMEOUT, false)?;
+        let problems = check(test, &run);
+        let secs = run.elapsed.as_secs_f64();
+        if problems.is_empty() {
+            passed += 1;
+            println!("[xtask] PASS {} ({secs:.1} s)", test.name);
+        } else {
+            failed += 1;
+            println!("[xtask] FAIL {} ({secs:.1} s)", test.name);
+            for p in &problems {
+                println!("[xtask]      {p}");
+            }
+            println!("[xtask]      $ {}", test.config.command_line(image, &[]));
+        }
+        if verbose || !problems.is_empty() {
+            for line in &run.lines {
+                println!("    | {line}");
+            }
+            for line in run.stderr.lines() {
+                println!("    ! {line}");
+            }
+        }
+    }
+    Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn run_with(lines: &[&str]) -> qemu::Run {
+        qemu::Run {
+            status: Some(Command::new("true").status().unwrap()),
+            timed_out: false,
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            stderr: String::new(),
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn order_and_forbidden_lines() {
+        let t = QemuTest {
+            name: "t",
+            config: Config::default(),
+            expect: vec!["a", "b"],
+            forbid: vec!["PANIC"],
+        };
+        assert!(check(&t, &run_with(&["xa", "yb"])).is_empty());
+        assert!(check(&t, &run_with(&["ab"])).is_empty());
+        assert_eq!(check(&t, &run_with(&["b", "a"])).len(), 1);
+        assert_eq!(check(&t, &run_with(&["a", "b", "PANIC"])).len(), 1);
+        let mut hung = run_with(&["a", "b"]);
+        hung.timed_out = true;
+        assert_eq!(check(&t, &hung).len(), 1);
+    }
+}
