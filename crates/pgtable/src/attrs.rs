@@ -45,15 +45,16 @@ impl Perms {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MemType {
     /// Device-nGnRE: MMIO.
-    Device,
+    Device = 0,
     /// Normal, non-cacheable.
-    NormalNc,
+    NormalNc = 1,
     /// Normal, inner and outer write-back cacheable.
-    NormalWb,
+    NormalWb = 2,
     /// Stage 2 only: the final attributes are those of stage 1. With FWB
     /// this is its own encoding; without FWB it is Normal-WB, the least
     /// restrictive stage-2 type, so that stage 1 wins the combination.
-    AsStage1,
+    /// (The discriminants index the stage-2 encoding table in `desc`.)
+    AsStage1 = 3,
 }
 
 /// Everything a leaf mapping carries besides its output address.

@@ -193,13 +193,9 @@ impl Desc {
         if sw > 0xf || oa & !OA_MASK != 0 || (perms.x && mem == MemType::Device) {
             return Err(Error::InvalidAttrs);
         }
-        let mut v = VALID | AF | SH_INNER | oa | ((sw as u64) << SW_SHIFT);
-        if level == LAST_LEVEL {
-            v |= TABLE_OR_PAGE;
-        }
-        if !perms.x {
-            v |= XN;
-        }
+        let page = if level == LAST_LEVEL { TABLE_OR_PAGE } else { 0 };
+        let xn = if perms.x { 0 } else { XN };
+        let mut v = VALID | AF | SH_INNER | oa | ((sw as u64) << SW_SHIFT) | page | xn;
         match *regime {
             Regime::El2Stage1 { .. } => {
                 if !perms.r || (perms.w && perms.x) {
@@ -211,26 +207,19 @@ impl Desc {
                     MemType::NormalNc => S1_IDX_NORMAL_NC,
                     MemType::AsStage1 => return Err(Error::InvalidAttrs),
                 };
-                v |= (idx << 2) | S1_AP1;
-                if !perms.w {
-                    v |= S1_AP2_RO;
-                }
+                let ro = if perms.w { 0 } else { S1_AP2_RO };
+                v |= (idx << 2) | S1_AP1 | ro;
             }
             Regime::Stage2 { fwb, .. } => {
-                let memattr = match (mem, fwb) {
-                    (MemType::Device, _) => S2_DEVICE_NGNRE,
-                    (MemType::NormalNc, _) => S2_NORMAL_NC,
-                    (MemType::NormalWb, false) | (MemType::AsStage1, false) => S2_NORMAL_WB,
-                    (MemType::NormalWb, true) => S2_FWB_NORMAL_WB,
-                    (MemType::AsStage1, true) => S2_FWB_AS_S1,
-                };
-                v |= memattr << 2;
-                if perms.r {
-                    v |= S2AP_R;
-                }
-                if perms.w {
-                    v |= S2AP_W;
-                }
+                // Indexed by memory type, then FWB.
+                const MEMATTR: [[u64; 2]; 4] = [
+                    [S2_DEVICE_NGNRE, S2_DEVICE_NGNRE],
+                    [S2_NORMAL_NC, S2_NORMAL_NC],
+                    [S2_NORMAL_WB, S2_FWB_NORMAL_WB],
+                    [S2_NORMAL_WB, S2_FWB_AS_S1],
+                ];
+                let memattr = MEMATTR[mem as usize][fwb as usize];
+                v |= (memattr << 2) | ((perms.r as u64) << 6) | ((perms.w as u64) << 7);
             }
         }
         Ok(Desc(v))

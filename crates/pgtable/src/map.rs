@@ -44,7 +44,14 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         }
         // Encode once: validates the attributes for this regime and gives
         // the bits every leaf shares.
-        let page = Desc::leaf(&self.regime, LAST_LEVEL, 0, attrs)?;
+        let page = match self.leaf_memo {
+            Some((memo, page)) if memo == attrs => page,
+            _ => {
+                let page = Desc::leaf(&self.regime, LAST_LEVEL, 0, attrs)?;
+                self.leaf_memo = Some((attrs, page));
+                page
+            }
+        };
         if size == 0 {
             return Ok(());
         }
@@ -193,7 +200,11 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         let first = table + ((a.start >> PAGE_SHIFT) & (ENTRIES_PER_TABLE as u64 - 1)) * 8;
         let n = ((a.end - a.start) >> PAGE_SHIFT) as usize;
         for k in 0..n as u64 {
-            match Desc(self.mm.read_desc(first + k * 8)).kind(LAST_LEVEL) {
+            let d = Desc(self.mm.read_desc(first + k * 8));
+            if d.0 == 0 || d.is_valid() {
+                continue;
+            }
+            match d.kind(LAST_LEVEL) {
                 Kind::Locked => return Some(Err(Error::Locked)),
                 Kind::Annotation(_) if refuse_annotations => return Some(Err(Error::Annotated)),
                 _ => {}
@@ -214,22 +225,23 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         while level < LAST_LEVEL {
             let entry_pa = table + idx as u64 * 8;
             let old = Desc(self.mm.read_desc(entry_pa));
-            match old.kind(level) {
-                Kind::Table => table = old.oa(),
-                Kind::Empty => {
-                    let ctx = Ctx {
-                        entry_pa,
-                        old,
-                        level,
-                        entry_start: ia & !(level_size(level) - 1),
-                        start: ia,
-                        end: ia + PAGE_SIZE,
-                    };
-                    self.link_new_table(&ctx, 0)?;
-                    table = Desc(self.mm.read_desc(entry_pa)).oa();
-                }
-                Kind::Locked => return Err(Error::Locked),
-                _ => return Ok(None),
+            if old.0 & (desc::VALID | desc::TABLE_OR_PAGE) == desc::VALID | desc::TABLE_OR_PAGE {
+                table = old.oa();
+            } else if old.0 == 0 {
+                let ctx = Ctx {
+                    entry_pa,
+                    old,
+                    level,
+                    entry_start: ia & !(level_size(level) - 1),
+                    start: ia,
+                    end: ia + PAGE_SIZE,
+                };
+                self.link_new_table(&ctx, 0)?;
+                table = Desc(self.mm.read_desc(entry_pa)).oa();
+            } else if old.0 == desc::LOCKED {
+                return Err(Error::Locked);
+            } else {
+                return Ok(None);
             }
             level += 1;
             idx = ((ia >> level_shift(level)) as usize) & (ENTRIES_PER_TABLE - 1);

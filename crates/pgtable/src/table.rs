@@ -1,6 +1,6 @@
 //! The page table and its operations.
 
-use crate::attrs::{Annotation, Perms};
+use crate::attrs::{Annotation, Attrs, Perms};
 use crate::config::{level_size, Geometry, Regime, ENTRIES_PER_TABLE, LAST_LEVEL, PAGE_SIZE};
 use crate::desc::{self, Desc, Kind};
 use crate::ops::{Barrier, MmOps, Scope, TlbOps, Tlbi};
@@ -44,12 +44,16 @@ pub struct PageTable<M: MmOps, T: TlbOps> {
     pub(crate) regime: Regime,
     pub(crate) geo: Geometry,
     pub(crate) root: u64,
+    /// The last attributes `map` encoded and their page descriptor (without
+    /// output address): faults map with the same attributes again and again.
+    pub(crate) leaf_memo: Option<(Attrs, Desc)>,
 }
 
 /// TLB invalidations deferred to the end of an operation: a run of
 /// invalidating writes needs only one DSB before its TLBIs and one after.
 pub(crate) struct Pending {
-    addrs: [(u64, u8); Pending::CAP],
+    /// Page-aligned input address with the entry's level in the low bits.
+    addrs: [u64; Pending::CAP],
     len: usize,
     /// Too many, or a table entry was cleared: invalidate the whole VMID
     /// (or all of EL2).
@@ -57,11 +61,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    const CAP: usize = 16;
+    const CAP: usize = 8;
 
     pub(crate) fn new() -> Self {
         Pending {
-            addrs: [(0, 0); Pending::CAP],
+            addrs: [0; Pending::CAP],
             len: 0,
             all: false,
         }
@@ -69,7 +73,7 @@ impl Pending {
 
     pub(crate) fn add(&mut self, addr: u64, level: u8) {
         if self.len < Self::CAP {
-            self.addrs[self.len] = (addr, level);
+            self.addrs[self.len] = addr | level as u64;
             self.len += 1;
         } else {
             self.all = true;
@@ -78,6 +82,12 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.len == 0 && !self.all
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.addrs[..self.len]
+            .iter()
+            .map(|&e| (e & !(PAGE_SIZE - 1), (e & 7) as u8))
     }
 }
 
@@ -95,6 +105,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             regime,
             geo,
             root,
+            leaf_memo: None,
         })
     }
 
@@ -428,7 +439,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             let op = self.tlbi_for(0, 0, true, scope);
             self.tlb.tlbi(op);
         } else {
-            for &(addr, level) in &pending.addrs[..pending.len] {
+            for (addr, level) in pending.entries() {
                 let op = self.tlbi_for(addr, level, false, scope);
                 self.tlb.tlbi(op);
             }
