@@ -195,6 +195,14 @@ impl MmOps for LeanMm {
         self.desc(pa).load(Ordering::Acquire)
     }
 
+    fn read_descs(&self, pa: u64, out: &mut [u64]) {
+        debug_assert!(pa >= self.base && pa + out.len() as u64 * 8 <= self.base + (self.pages.len() as u64) * KIB4);
+        // SAFETY: as in `desc`: the range lies in pages this pool owns, is
+        // 8-byte aligned and does not overlap `out` (a stack buffer); table
+        // scans run with exclusive access to the table, like the engine.
+        unsafe { core::ptr::copy_nonoverlapping(pa as *const u64, out.as_mut_ptr(), out.len()) }
+    }
+
     #[inline]
     fn write_desc(&mut self, pa: u64, val: u64) {
         self.desc(pa).store(val, Ordering::Release)

@@ -38,6 +38,13 @@ pub trait MmOps {
     fn page_count(&self, pa: u64) -> u32;
     /// Read the descriptor at physical address `pa` (8-byte aligned).
     fn read_desc(&self, pa: u64) -> u64;
+    /// Read `out.len()` consecutive descriptors starting at `pa` (all in one
+    /// table page). For scans of whole tables; the default reads one by one.
+    fn read_descs(&self, pa: u64, out: &mut [u64]) {
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = self.read_desc(pa + i as u64 * 8);
+        }
+    }
     /// Write the descriptor at physical address `pa` with release ordering,
     /// so that a new table's contents are visible before the table is.
     fn write_desc(&mut self, pa: u64, val: u64);

@@ -115,6 +115,11 @@ impl MmOps for ArenaMm {
         self.mem[((pa - self.base) / 8) as usize]
     }
 
+    fn read_descs(&self, pa: u64, out: &mut [u64]) {
+        let i = ((pa - self.base) / 8) as usize;
+        out.copy_from_slice(&self.mem[i..i + out.len()]);
+    }
+
     #[inline]
     fn write_desc(&mut self, pa: u64, val: u64) {
         let i = ((pa - self.base) / 8) as usize;

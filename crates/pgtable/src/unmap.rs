@@ -7,7 +7,7 @@
 //! mapped.
 
 use crate::config::{level_shift, level_size, ENTRIES_PER_TABLE, LAST_LEVEL, PAGE_SIZE};
-use crate::desc::{Desc, Kind};
+use crate::desc::{Desc, Kind, OA_MASK, TABLE_OR_PAGE, VALID};
 use crate::ops::{MmOps, Scope, TlbOps};
 use crate::table::Pending;
 use crate::{Error, PageTable};
@@ -119,13 +119,24 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             self.mm.put_pages(table, count);
             return (count as u64 - 1) * PAGE_SIZE;
         }
+        // Plain bit tests rather than Desc::kind: this loop reads every
+        // entry of a detached table. Level 0 has no blocks.
+        let block = if level == 0 { 0 } else { level_size(level) };
         let mut bytes = 0;
-        for i in 0..ENTRIES_PER_TABLE as u64 {
-            let d = Desc(self.mm.read_desc(table + i * 8));
-            match d.kind(level) {
-                Kind::Table => bytes += self.free_unlinked(d.oa(), level + 1),
-                Kind::Leaf => bytes += level_size(level),
-                _ => {}
+        // In chunks, so that a small EL2 stack suffices at every level.
+        let mut chunk = [0u64; 64];
+        for first in (0..ENTRIES_PER_TABLE as u64).step_by(chunk.len()) {
+            self.mm.read_descs(table + first * 8, &mut chunk);
+            // Counting passes the compiler can vectorise; the recursion
+            // only for chunks that hold tables.
+            let is_table = |d: &&u64| **d & (VALID | TABLE_OR_PAGE) == VALID | TABLE_OR_PAGE;
+            let tables = chunk.iter().filter(is_table).count();
+            let valid = chunk.iter().filter(|d| **d & VALID != 0).count();
+            bytes += (valid - tables) as u64 * block;
+            if tables > 0 {
+                for &d in chunk.iter().filter(is_table) {
+                    bytes += self.free_unlinked(d & OA_MASK, level + 1);
+                }
             }
         }
         self.mm.put_pages(table, count);
