@@ -130,12 +130,15 @@ fn run_step(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     }
 }
 
-/// Run a command as root: directly, or through sudo.
+/// Run a command as root: directly, or through sudo without a password
+/// prompt (which would hang a CI run).
 fn run_root(args: &[&str]) -> Result<()> {
     if is_root() {
         run_step(args[0], &args[1..], &[])
     } else {
-        run_step("sudo", args, &[])
+        let mut sudo = vec!["-n"];
+        sudo.extend_from_slice(args);
+        run_step("sudo", &sudo, &[]).map_err(|e| format!("{e}: installing needs root or passwordless sudo (`sudo -n`)"))
     }
 }
 

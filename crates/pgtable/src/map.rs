@@ -12,8 +12,13 @@ use crate::table::{MapPolicy, Pending};
 use crate::walk::Ctx;
 use crate::{Attrs, Error, PageTable};
 
-/// The fixed arguments of one `map` call.
+/// The fixed arguments of one `map` pass.
+#[derive(Clone, Copy)]
 struct MapArgs {
+    /// The preparing pass: create every table the range needs (linking
+    /// empty tables, splitting blocks: no translation changes), write no
+    /// leaf. The committing pass that follows then cannot fail.
+    prepare: bool,
     start: u64,
     end: u64,
     oa: u64,
@@ -29,10 +34,12 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
     /// stick out of the range are split so that what lies outside keeps its
     /// translation.
     ///
-    /// Refused without any change: unaligned or out-of-range arguments,
-    /// attributes the regime forbids, an annotation in the range (unless the
-    /// policy allows replacing it). `NoMemory` may leave the range partly
-    /// mapped: every entry then holds its old or its new value.
+    /// Refused without any change to the translation: unaligned or
+    /// out-of-range arguments, attributes the regime forbids, an annotation
+    /// in the range (unless the policy allows replacing it), and `NoMemory`:
+    /// every table the range needs is created (or split off a block) in a
+    /// first pass that changes no translation, and tables it linked are
+    /// freed again if it runs out of memory; only then are leaves written.
     pub fn map(&mut self, ia: u64, size: u64, oa: u64, attrs: Attrs, policy: MapPolicy) -> Result<(), Error> {
         let end = self.check_range(ia, size)?;
         if !oa.is_multiple_of(PAGE_SIZE) {
@@ -56,6 +63,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             return Ok(());
         }
         let args = MapArgs {
+            prepare: false,
             start: ia,
             end,
             oa,
@@ -66,26 +74,40 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         let mut pending = Pending::new();
         let res = match self.map_within_leaf_table(&args, !policy.replace_annotations, &mut pending) {
             Some(res) => res,
-            None => {
-                if self.scan(ia, end, !policy.replace_annotations)? {
-                    self.split_boundaries(ia, end)?;
-                }
-                let mut addr = ia;
-                let level = self.geo.start_level;
-                let mut res = Ok(());
-                while addr < end && res.is_ok() {
-                    let page = self.root_page_for(addr);
-                    res = self.map_table(page, level, ENTRIES_PER_TABLE, &mut addr, &args, &mut pending);
-                }
-                res
-            }
+            None => self.map_checked(&args, !policy.replace_annotations, &mut pending),
         };
+        if res == Err(Error::NoMemory) {
+            // Only the preparation allocates: the translation is unchanged,
+            // but tables it linked may be empty.
+            self.prune(ia, end);
+        }
         self.flush(&mut pending, Scope::Broadcast);
         self.tlb.barrier(Barrier::DsbIshSt);
         if !self.regime.is_stage2() {
             self.tlb.barrier(Barrier::Isb);
         }
         res
+    }
+
+    /// The general path: check the range, split blocks sticking out of
+    /// it, prepare every table, then commit.
+    fn map_checked(&mut self, a: &MapArgs, refuse_annotations: bool, pending: &mut Pending) -> Result<(), Error> {
+        if self.scan(a.start, a.end, refuse_annotations)? {
+            self.split_boundaries(a.start, a.end)?;
+        }
+        self.map_pass(&MapArgs { prepare: true, ..*a }, pending)?;
+        self.map_pass(a, pending)
+    }
+
+    /// One pass of `map` over the whole range, root page by root page.
+    fn map_pass(&mut self, a: &MapArgs, pending: &mut Pending) -> Result<(), Error> {
+        let mut addr = a.start;
+        let level = self.geo.start_level;
+        while addr < a.end {
+            let page = self.root_page_for(addr);
+            self.map_table(page, level, ENTRIES_PER_TABLE, &mut addr, a, pending)?;
+        }
+        Ok(())
     }
 
     /// Map the part of `[*addr, a.end)` that falls in `table`.
@@ -129,17 +151,23 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             if fits && level == LAST_LEVEL {
                 // The run of pages this table holds.
                 let n = (entries - idx).min(((a.end - entry_start) >> PAGE_SHIFT) as usize);
-                let res = self.map_pages(entry_pa, entry_start, target, n, a, pending, added);
+                let res = match a.prepare {
+                    true => Ok(()),
+                    false => self.map_pages(entry_pa, entry_start, target, n, a, pending, added),
+                };
                 *addr = entry_start + ((n as u64) << PAGE_SHIFT);
                 idx += n;
                 res?;
                 continue;
             }
             let old = Desc(self.mm.read_desc(entry_pa));
-            if fits && old.0 == 0 {
-                // The common case of a block: nothing there yet.
-                self.mm.write_desc(entry_pa, a.block.0 | target);
-                *added += 1;
+            if fits && (a.prepare || old.0 == 0) {
+                // Leaves are the committing pass's; the common case of a
+                // block is that nothing is there yet.
+                if !a.prepare {
+                    self.mm.write_desc(entry_pa, a.block.0 | target);
+                    *added += 1;
+                }
             } else {
                 let ctx = Ctx {
                     entry_pa,

@@ -156,27 +156,36 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         if self.scan(ia, end, false)? {
             self.split_boundaries(ia, end)?;
         }
-        let mut pending = Pending::new();
+        // Prepare: page-level tables across the range, marked as possibly
+        // annotated on the way down. No translation changes; the only
+        // fallible pass.
         let flags = WalkFlags {
             table_pre: true,
             leaf: true,
             table_post: false,
         };
-        let res = self.walk(ia, size, flags, &mut |pt, ctx, visit| {
+        let prepared = self.walk(ia, size, flags, &mut |pt, ctx, visit| {
             if visit == Visit::TablePre {
-                // Tell scans and wholesale unmaps that this subtree now
-                // holds an annotation (an ignored bit: no break needed).
+                // An ignored bit: no break needed.
                 if !ctx.old.may_annotate() {
                     pt.mm.write_desc(ctx.entry_pa, ctx.old.0 | desc::TABLE_MAY_ANNOTATE);
                 }
                 return Ok(());
             }
-            if ctx.level < LAST_LEVEL {
-                return match ctx.old.kind(ctx.level) {
-                    Kind::Leaf => pt.split_entry(ctx, desc::TABLE_MAY_ANNOTATE),
-                    _ => pt.link_new_table(ctx, desc::TABLE_MAY_ANNOTATE),
-                };
+            match (ctx.level < LAST_LEVEL, ctx.old.kind(ctx.level)) {
+                (false, _) => Ok(()),
+                (true, Kind::Leaf) => pt.split_entry(ctx, desc::TABLE_MAY_ANNOTATE),
+                (true, Kind::Locked) => Err(Error::Locked),
+                (true, _) => pt.link_new_table(ctx, desc::TABLE_MAY_ANNOTATE),
             }
+        });
+        if let Err(e) = prepared {
+            self.prune(ia, end);
+            return Err(e);
+        }
+        // Commit: every entry of the range is now a page-level entry.
+        let mut pending = Pending::new();
+        let res = self.walk(ia, size, WalkFlags::LEAF, &mut |pt, ctx, _| {
             if ctx.old.is_valid() {
                 // Valid to invalid: no break needed, only invalidation.
                 pt.set_entry(ctx, new);
@@ -188,6 +197,28 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         });
         self.flush(&mut pending, Scope::Broadcast);
         res
+    }
+
+    /// Free the empty tables in `[start, end)`: those a preparation linked
+    /// before it ran out of memory. Each is unlinked and invalidated before
+    /// its page is freed.
+    pub(crate) fn prune(&mut self, start: u64, end: u64) {
+        let flags = WalkFlags {
+            table_pre: false,
+            leaf: false,
+            table_post: true,
+        };
+        let _ = self.walk(start, end - start, flags, &mut |pt, ctx, _| {
+            let child = ctx.old.oa();
+            if pt.mm.page_count(child) == 1 {
+                pt.set_entry(ctx, Desc::EMPTY);
+                let mut pending = Pending::new();
+                pending.all = true;
+                pt.flush(&mut pending, Scope::Broadcast);
+                pt.mm.put_page(child);
+            }
+            Ok(())
+        });
     }
 
     /// The deepest entry covering `ia` and its level: a leaf, an invalid
@@ -241,6 +272,9 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
     /// the translation is unchanged either way.
     pub fn split(&mut self, ia: u64, size: u64) -> Result<(), Error> {
         let end = self.check_range(ia, size)?;
+        if size == 0 {
+            return Ok(());
+        }
         self.split_boundaries(ia, end)?;
         self.walk(ia, size, WalkFlags::LEAF, &mut |pt, ctx, _| {
             if ctx.level < LAST_LEVEL && ctx.old.kind(ctx.level) == Kind::Leaf {
@@ -416,6 +450,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         );
         self.tlb.tlbi(op);
         self.tlb.barrier(Barrier::DsbIsh);
+        self.sync_el2();
         let page = ctx.table_page();
         // The count follows the entry: the old value's reference goes, the
         // new value's comes (LOCKED in between is not counted).
@@ -448,7 +483,17 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             Scope::Broadcast => Barrier::DsbIsh,
             Scope::Local => Barrier::DsbNsh,
         });
+        self.sync_el2();
         *pending = Pending::new();
+    }
+
+    /// After completed TLB maintenance of Warden's own stage 1, a context
+    /// synchronisation event so that this CPU's next instructions see it.
+    /// (Stage-2 changes take effect at the next entry to the guest.)
+    fn sync_el2(&mut self) {
+        if !self.regime.is_stage2() {
+            self.tlb.barrier(Barrier::Isb);
+        }
     }
 
     /// The invalidation for an entry at `level` covering `addr`: by address
@@ -493,8 +538,8 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
                 Kind::Leaf => {
                     let new = Desc((ctx.old.0 | set) & !clear);
                     let a = new.attrs(&regime);
-                    let sw = matches!(regime, Regime::El2Stage1 { .. });
-                    if (a.perms.x && a.mem == crate::MemType::Device) || (sw && a.perms.w && a.perms.x) {
+                    let stage1 = matches!(regime, Regime::El2Stage1 { .. });
+                    if (a.perms.x && a.mem == crate::MemType::Device) || (stage1 && a.perms.w && a.perms.x) {
                         Err(Error::InvalidAttrs)
                     } else {
                         Ok(())

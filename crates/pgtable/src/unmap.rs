@@ -117,7 +117,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         let count = self.mm.page_count(table);
         if level == LAST_LEVEL {
             self.mm.put_pages(table, count);
-            return (count as u64 - 1) * PAGE_SIZE;
+            return count.saturating_sub(1) as u64 * PAGE_SIZE;
         }
         // Plain bit tests rather than Desc::kind: this loop reads every
         // entry of a detached table. Level 0 has no blocks.

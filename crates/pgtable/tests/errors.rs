@@ -275,3 +275,51 @@ fn find_entry(pt: &PageTable<ArenaMm, CountingTlb>, ia: u64) -> u64 {
         level += 1;
     }
 }
+
+#[test]
+fn no_memory_leaves_translation_unchanged_for_annotate_and_map() {
+    let mut pt = s2(40);
+    // Two 2 MiB blocks; annotating both needs two level-3 tables.
+    pt.map(0, 2 * MIB, 0x4000_0000, RW, MapPolicy::BLOCKS).unwrap();
+    pt.map(2 * MIB, 2 * MIB, 0x6000_0000, RW, MapPolicy::BLOCKS).unwrap();
+    let probes = [0, MIB, 2 * MIB, 3 * MIB, 4 * MIB];
+    // What each probe translates to (a split block translates the same).
+    let translate = |pt: &PageTable<ArenaMm, CountingTlb>| -> Vec<Option<(u64, Attrs)>> {
+        probes
+            .iter()
+            .map(|&a| {
+                let (d, level) = pt.get_leaf(a).unwrap();
+                let size = 1u64 << (12 + 9 * (3 - level as u32));
+                d.is_valid().then(|| (d.oa() + (a & (size - 1)), d.attrs(pt.regime())))
+            })
+            .collect()
+    };
+    let before = translate(&pt);
+    let live = pt.mm().live_pages();
+    pt.mm_mut().set_limit(Some(1));
+    let ann = Annotation { owner: 4, meta: 9 };
+    assert_eq!(pt.annotate(0, 4 * MIB, ann), Err(Error::NoMemory));
+    // Page-granular mapping of fresh space needs a level-2 and level-3 table.
+    assert_eq!(pt.map(GIB, 4 * MIB, 0, RW, MapPolicy::PAGES), Err(Error::NoMemory));
+    assert_eq!(translate(&pt), before);
+    assert_eq!(
+        pt.get_leaf(GIB).unwrap(),
+        (warden_pgtable::Desc::EMPTY, 1),
+        "no empty table left linked"
+    );
+    // The blocks split by the failed annotate keep their translation and
+    // use the one page allowed; nothing else was kept.
+    assert!(pt.mm().live_pages() <= live + 1);
+    pt.mm_mut().set_limit(None);
+    pt.annotate(0, 4 * MIB, ann).unwrap();
+    assert_eq!(pt.get_leaf(3 * MIB).unwrap().0.annotation(), Some(ann));
+}
+
+#[test]
+fn splitting_an_empty_range_changes_nothing() {
+    let mut pt = s2(40);
+    pt.map(0, 2 * MIB, 0, RW, MapPolicy::BLOCKS).unwrap();
+    pt.mm_mut().set_limit(Some(0));
+    assert_eq!(pt.split(4096, 0), Ok(()));
+    assert_eq!(pt.get_leaf(4096).unwrap().1, 2);
+}

@@ -55,6 +55,8 @@ enum Op {
         ia: u64,
         size: u64,
     },
+    /// Allow only this many more table pages from now on (`None`: no limit).
+    Budget(Option<u8>),
 }
 
 /// A range: mostly page-aligned inside an 8 GiB window, sized at page,
@@ -98,13 +100,20 @@ fn attrs(stage2: bool) -> impl Strategy<Value = Attrs> {
 }
 
 fn op(stage2: bool) -> impl Strategy<Value = Op> {
-    let policy = prop_oneof![Just(MapPolicy::BLOCKS), Just(MapPolicy::MAX_2M), Just(MapPolicy::PAGES)];
+    let policy = (
+        prop_oneof![Just(MapPolicy::BLOCKS), Just(MapPolicy::MAX_2M), Just(MapPolicy::PAGES)],
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(p, replace_annotations)| MapPolicy {
+            replace_annotations,
+            ..p
+        });
     let perms = (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(r, w, x)| Perms::new(r, w, x));
     prop_oneof![
         6 => (range(4 * GIB), 0..(16 * GIB / MIB2), 0..512u64, attrs(stage2), policy).prop_map(
             |((ia, size), oa_blk, oa_pg, attrs, policy)| {
                 // Page policy maps are capped so that a case stays quick.
-                let size = if policy == MapPolicy::PAGES { size.min(2 * MIB2) } else { size };
+                let size = if policy.min_leaf_level == 3 { size.min(2 * MIB2) } else { size };
                 let oa = oa_blk * MIB2 + if oa_pg % 4 == 0 { 0 } else { oa_pg * 4096 };
                 let oa = if ia % GIB == 0 && oa_pg % 8 == 1 { ia } else { oa };
                 Op::Map { ia, size, oa, attrs, policy }
@@ -121,13 +130,14 @@ fn op(stage2: bool) -> impl Strategy<Value = Op> {
         1 => range(4 * GIB).prop_map(|(ia, size)| Op::Mkyoung { ia, size }),
         1 => range(4 * GIB).prop_map(|(ia, size)| Op::TestClearYoung { ia, size }),
         1 => range(2 * MIB2).prop_map(|(ia, size)| Op::Split { ia, size }),
+        1 => prop::option::weighted(0.7, 0..8u8).prop_map(Op::Budget),
     ]
 }
 
 fn regime() -> impl Strategy<Value = Regime> {
     prop_oneof![
         3 => (32..=48u8, any::<u16>(), any::<bool>()).prop_map(|(ipa_bits, vmid, fwb)| Regime::Stage2 { ipa_bits, vmid, fwb }),
-        1 => (33..=48u8).prop_map(|va_bits| Regime::El2Stage1 { va_bits }),
+        1 => (25..=48u8).prop_map(|va_bits| Regime::El2Stage1 { va_bits }),
     ]
 }
 
@@ -233,6 +243,7 @@ fn apply(r: &mut Reference, op: &Op, regime: &Regime, ia_end: u64) -> Result<Opt
             check_range(ia, size, ia_end)?;
             Ok(None)
         }
+        Op::Budget(_) => Ok(None),
     }
 }
 
@@ -252,6 +263,13 @@ fn run(pt: &mut ModelTable, op: &Op) -> Result<Option<u64>, Error> {
         Op::Mkyoung { ia, size } => pt.mkyoung(ia, size).map(|()| None),
         Op::TestClearYoung { ia, size } => pt.test_clear_young(ia, size).map(|y| Some(y as u64)),
         Op::Split { ia, size } => pt.split(ia, size).map(|()| None),
+        Op::Budget(extra) => {
+            let m = pt.mm().m.clone();
+            let mut m = m.borrow_mut();
+            let limit = extra.map(|e| m.mem.allocated_pages() + e as usize);
+            m.mem.set_alloc_limit(limit);
+            Ok(None)
+        }
     }
 }
 
@@ -275,6 +293,7 @@ fn op_range(op: &Op) -> (u64, u64) {
         | Op::Mkyoung { ia, size }
         | Op::TestClearYoung { ia, size }
         | Op::Split { ia, size } => (ia, size),
+        Op::Budget(_) => (0, 0),
     }
 }
 
@@ -349,10 +368,22 @@ fn run_sequence(regime: Regime, ops: Vec<Op>, samples: Vec<u64>) {
     let ia_end = pt.geometry().ia_end();
     let mut r = Reference::default();
     for op in &ops {
+        let before = r.clone();
         let expect = apply(&mut r, op, &regime, ia_end);
         let got = run(&mut pt, op);
-        assert_eq!(got, expect, "result of {op:?}");
+        if got == Err(Error::NoMemory) && m.borrow().mem.alloc_limit().is_some() {
+            // Out of table pages: refused, and the translation must be
+            // exactly as before (checked below against the old reference).
+            r = before;
+        } else {
+            assert_eq!(got, expect, "result of {op:?}");
+        }
         assert_no_violations(&m);
+        assert_eq!(
+            m.borrow().unclean_count(),
+            0,
+            "an entry is left awaiting invalidation after {op:?}"
+        );
         let pages = assert_refcounts(&pt);
         assert_eq!(pages, pt.mm().refs.len(), "table pages reachable vs allocated (leak)");
 

@@ -65,25 +65,24 @@ pub unsafe fn enable(root: u64, geo: &Geometry, ps: u64, inval_start: u64, inval
     };
     // SAFETY: the caller promised the range has no dirty lines that matter.
     unsafe { sysreg::dcache_invalidate_poc(inval_start, inval_end) };
-    // SAFETY: drops stale EL2 translations (there should be none); the MMU
-    // is off, so nothing depends on them.
-    unsafe { asm!("tlbi alle2", "dsb nsh", "isb", options(nostack, preserves_flags)) };
+    // SAFETY: drops stale EL2 translations (there should be none) and, since
+    // instruction fetches are about to become cacheable, stale I-cache
+    // lines, before SCTLR_EL2.I is set; the MMU is off, so nothing depends
+    // on either.
+    unsafe {
+        asm!(
+            "tlbi alle2",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
     sysreg::dsb_ish();
     // SAFETY: the caller promised the table identity-maps the code, stack
     // and data in use with suitable permissions, so execution continues at
     // the next instruction with the same addresses; the ISB makes the new
-    // translation regime apply to what follows. Instruction fetches become
-    // cacheable, so stale I-cache lines are dropped (IC IALLU).
-    unsafe {
-        asm!(
-            "msr sctlr_el2, {}",
-            "isb",
-            "ic iallu",
-            "dsb nsh",
-            "isb",
-            in(reg) sctlr,
-            options(nostack, preserves_flags)
-        )
-    };
+    // translation regime apply to what follows.
+    unsafe { asm!("msr sctlr_el2, {}", "isb", in(reg) sctlr, options(nostack, preserves_flags)) };
     sysreg::sctlr_el2()
 }

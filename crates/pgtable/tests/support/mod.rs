@@ -171,9 +171,10 @@ pub fn assert_no_violations(m: &Shared) {
 
 /// Check the refcount rule on every table page reachable from the root:
 /// count = 1 + non-zero entries (the LOCKED marker never survives an
-/// operation). Returns the number of table pages.
+/// operation), and no table but the root is empty (tables drop when they
+/// empty). Returns the number of table pages.
 pub fn assert_refcounts(pt: &ModelTable) -> usize {
-    fn visit(pt: &ModelTable, page: u64, level: u8) -> usize {
+    fn visit(pt: &ModelTable, page: u64, level: u8, root: bool) -> usize {
         let mut nonzero = 0;
         let mut pages = 1;
         for i in 0..512u64 {
@@ -184,7 +185,7 @@ pub fn assert_refcounts(pt: &ModelTable) -> usize {
             assert_ne!(d, desc::LOCKED, "LOCKED entry left at {:#x}", page + i * 8);
             nonzero += 1;
             if level < 3 && d & 3 == 3 {
-                pages += visit(pt, d & desc::OA_MASK, level + 1);
+                pages += visit(pt, d & desc::OA_MASK, level + 1, false);
             }
         }
         assert_eq!(
@@ -192,10 +193,11 @@ pub fn assert_refcounts(pt: &ModelTable) -> usize {
             1 + nonzero,
             "refcount of table page {page:#x} (level {level})"
         );
+        assert!(root || nonzero > 0, "empty table {page:#x} (level {level}) left linked");
         pages
     }
     let g = *pt.geometry();
     (0..g.root_pages as u64)
-        .map(|p| visit(pt, pt.root() + p * 4096, g.start_level))
+        .map(|p| visit(pt, pt.root() + p * 4096, g.start_level, true))
         .sum()
 }
