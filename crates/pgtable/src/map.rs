@@ -148,26 +148,26 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             let covered = entry_start >= a.start && entry_start + size <= a.end;
             let target = a.oa.wrapping_add(entry_start.wrapping_sub(a.start));
             let fits = covered && level >= a.min_level && target & (size - 1) == 0;
-            if fits && level == LAST_LEVEL {
-                // The run of pages this table holds.
-                let n = (entries - idx).min(((a.end - entry_start) >> PAGE_SHIFT) as usize);
+            if fits && (a.prepare || level == LAST_LEVEL) {
+                // From here to the end of the range or of this table every
+                // entry holds a leaf (the targets stay aligned): the
+                // preparation skips the run, the commit maps a run of pages
+                // in one go.
+                let n = (entries - idx).min(((a.end - entry_start) >> shift) as usize);
                 let res = match a.prepare {
                     true => Ok(()),
                     false => self.map_pages(entry_pa, entry_start, target, n, a, pending, added),
                 };
-                *addr = entry_start + ((n as u64) << PAGE_SHIFT);
+                *addr = entry_start + ((n as u64) << shift);
                 idx += n;
                 res?;
                 continue;
             }
             let old = Desc(self.mm.read_desc(entry_pa));
-            if fits && (a.prepare || old.0 == 0) {
-                // Leaves are the committing pass's; the common case of a
-                // block is that nothing is there yet.
-                if !a.prepare {
-                    self.mm.write_desc(entry_pa, a.block.0 | target);
-                    *added += 1;
-                }
+            if fits && old.0 == 0 {
+                // The common case of a block: nothing there yet.
+                self.mm.write_desc(entry_pa, a.block.0 | target);
+                *added += 1;
             } else {
                 let ctx = Ctx {
                     entry_pa,
