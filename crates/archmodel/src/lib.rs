@@ -18,6 +18,18 @@
 //!   through the [`machine::Machine`], which tracks each live descriptor
 //!   location as valid, invalid-unclean or invalid-clean and records
 //!   [`machine::Violation`]s instead of panicking.
+//! * Table-page reuse: when a live table descriptor is removed (made
+//!   invalid, or replaced), the table page it pointed at, and every table
+//!   page below it, becomes *retired* until the removed entry is clean by the
+//!   same rule as above (DSB, TLBI covering the entry's whole range, DSB on
+//!   the unlinking CPU; broadcast if other CPUs share the table). Until then
+//!   a walk cache may still lead into the page, so writing into it, linking
+//!   it again as a table, or freeing it through
+//!   [`machine::Machine::free_pages`] is a
+//!   [`machine::Violation::FreedBeforeInvalidation`] (the pKVM rule that a
+//!   detached table is freed only after the TLBI covering it has completed).
+//!   Linking a subtree back at the very entry it came from is not counted as
+//!   reuse.
 //!
 //! # What it does not model
 //!
@@ -26,7 +38,8 @@
 //! * Walk caches and speculative walks: TLBs fill only when
 //!   [`machine::Machine::translate`] is called, and only with leaf entries.
 //!   Stale intermediate entries are caught by the checker's rules for table
-//!   descriptors instead (only whole-range invalidation cleans them).
+//!   descriptors instead (only whole-range invalidation cleans them, and
+//!   pages they point at stay retired until then).
 //! * Relaxed memory ordering beyond the DSB/TLBI/DSB sequence: writes are
 //!   visible at once; a TLBI removes TLB entries at once (the checker still
 //!   insists on the completing DSB).
@@ -46,6 +59,6 @@ pub mod machine;
 pub mod mem;
 pub mod walk;
 
-pub use machine::{CleanStage, Dsb, Event, Machine, Stats, TableId, Tlbi, Violation};
+pub use machine::{CleanStage, Dsb, Event, Machine, Reuse, Stats, TableId, Tlbi, Violation};
 pub use mem::{DescSource, PhysMem, PAGE_SIZE};
 pub use walk::{check_access, walk, Access, Fault, FaultKind, MemType, Regime, RegimeError, Translation};

@@ -40,6 +40,23 @@
 //! more than permissions, the Access flag or software bits is
 //! [`Violation::ValidToValid`].
 //!
+//! # Retired table pages
+//!
+//! Removing a table descriptor from a live location (making it invalid, or
+//! replacing it, which is itself a violation) does not make the table page
+//! it pointed at free: walk caches may still hold the old descriptor and
+//! walk through the page. The page, and each table page reached from it
+//! through tracked table descriptors, is *retired* until that location is
+//! clean by the rules above, with coverage as for a table descriptor. Each
+//! retirement runs its own copy of the automaton, so rewriting the location
+//! early does not release the page. While retired, a descriptor write into
+//! the page, a table descriptor that makes it reachable again, or a
+//! [`Machine::free_pages`] of it is [`Violation::FreedBeforeInvalidation`].
+//! Writing the same subtree back into the location it was removed from
+//! releases it instead (stale walk-cache entries then agree with memory);
+//! the location's own check still reports a missing invalidation. Frees go
+//! unseen unless made through [`Machine::free_pages`].
+//!
 //! Conservative simplifications (they can only report more, never less):
 //! only the CPU that made a location invalid can clean it (TLBIs from other
 //! CPUs are not known to be ordered after the write); DSB NSH never makes the
@@ -245,6 +262,62 @@ pub enum Violation {
         /// CPUs that may still cache the old value.
         unclean_cpus: Vec<usize>,
     },
+    /// A table page was reused (written, linked again, or freed) while walk
+    /// caches may still hold the table descriptor that pointed into it (or
+    /// into a table above it): the unlinked entry `parent_pa` is not clean
+    /// yet.
+    FreedBeforeInvalidation {
+        /// CPU that reused the page (`None` for a free, which no CPU
+        /// performs in the model).
+        cpu: Option<usize>,
+        /// The retired table page.
+        page: u64,
+        /// What was done to it.
+        reuse: Reuse,
+        /// Location of the table descriptor whose removal retired the page.
+        /// For a page deeper in the unlinked subtree this is the top of the
+        /// subtree, not the page's immediate parent entry.
+        parent_pa: u64,
+        /// Table in which `parent_pa` was unlinked.
+        table: TableId,
+        /// Lookup level of `parent_pa`.
+        level: u8,
+        /// First input address `parent_pa` translates.
+        ia: u64,
+        /// The table descriptor that was removed from `parent_pa`.
+        old_table: u64,
+        /// CPU that unlinked it.
+        unlinked_by: usize,
+        /// Where the cleaning of `parent_pa` stopped.
+        stage: CleanStage,
+        /// CPUs whose walk caches may still hold `old_table`.
+        unclean_cpus: Vec<usize>,
+    },
+}
+
+/// How a retired table page was reused (see
+/// [`Violation::FreedBeforeInvalidation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reuse {
+    /// A descriptor write landed in the page.
+    Write {
+        /// Location written (inside the page).
+        pa: u64,
+        /// Value before.
+        old: u64,
+        /// Value written.
+        new: u64,
+    },
+    /// The page became reachable again as a table, through the table
+    /// descriptor written at `pa` (possibly via pages below it).
+    Link {
+        /// Location of the linking write.
+        pa: u64,
+        /// Value written there.
+        new: u64,
+    },
+    /// The page was handed to [`Machine::free_pages`].
+    Free,
 }
 
 /// Counters of the operations the machine has seen.
@@ -317,6 +390,13 @@ pub enum Event {
         /// Operation.
         op: Tlbi,
     },
+    /// Pages freed through [`Machine::free_pages`].
+    Free {
+        /// First page.
+        pa: u64,
+        /// Number of pages.
+        count: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -344,6 +424,59 @@ struct Unclean {
 }
 
 impl Unclean {
+    /// A fresh automaton for a valid value `old_valid` broken by `writer`:
+    /// every CPU may hold it, nothing done yet.
+    fn new(old_valid: u64, writer: usize, cpus: usize) -> Self {
+        Unclean {
+            old_valid,
+            writer,
+            dsbed: false,
+            dirty: all_cpus(cpus),
+            pending_broadcast: 0,
+            pending_local: 0,
+        }
+    }
+
+    /// Step the automaton for a DSB of `kind` on `cpu`. Returns true once no
+    /// CPU may still hold the old value.
+    fn on_dsb(&mut self, cpu: usize, kind: Dsb) -> bool {
+        if self.writer == cpu {
+            match kind {
+                Dsb::Ish => {
+                    // Completes every TLBI this CPU issued before it
+                    // (broadcast or local), and makes earlier writes
+                    // visible to all walkers in the domain.
+                    self.dirty &= !(self.pending_broadcast | self.pending_local);
+                    self.pending_broadcast = 0;
+                    self.pending_local = 0;
+                    self.dsbed = true;
+                }
+                Dsb::IshSt => self.dsbed = true,
+                Dsb::Nsh => {
+                    self.dirty &= !self.pending_local;
+                    self.pending_local = 0;
+                }
+            }
+        }
+        self.dirty == 0
+    }
+
+    /// Whether a TLBI issued by `cpu` may count towards cleaning: only the
+    /// invalidating CPU's TLBIs, and only after the DSB that published the
+    /// invalid value.
+    fn accepts_tlbi_from(&self, cpu: usize) -> bool {
+        self.writer == cpu && self.dsbed
+    }
+
+    /// Record a covering TLBI issued by `cpu` (to be completed by a DSB).
+    fn on_covering_tlbi(&mut self, cpu: usize, broadcast: bool, cpus: usize) {
+        if broadcast {
+            self.pending_broadcast = all_cpus(cpus);
+        } else {
+            self.pending_local |= 1 << cpu;
+        }
+    }
+
     fn stage(&self) -> CleanStage {
         if !self.dsbed {
             CleanStage::NeedsDsb
@@ -353,6 +486,21 @@ impl Unclean {
             CleanStage::NeedsTlbi
         }
     }
+}
+
+/// Why a table page is retired: the table descriptor at `parent_pa` (a
+/// location of `table` at `level`, translating from `ia`) that led to it was
+/// removed, and walk caches may hold it until `pending` completes.
+#[derive(Debug, Clone)]
+struct Retired {
+    table: TableId,
+    parent_pa: u64,
+    level: u8,
+    ia: u64,
+    /// Cleaning progress of `parent_pa` for this table, run independently of
+    /// the location's own automaton: the location may be rewritten (even
+    /// with a violation) before the old table pointer is flushed.
+    pending: Unclean,
 }
 
 /// One way a location is reached: from `table`'s root, at `level`,
@@ -390,6 +538,8 @@ pub struct Machine {
     next_id: u32,
     locs: HashMap<u64, Vec<View>>,
     unclean: BTreeSet<u64>,
+    /// Table page -> why it may not be reused yet.
+    retired: HashMap<u64, Vec<Retired>>,
     tlbs: Vec<Tlb>,
     violations: Vec<Violation>,
     stats: Stats,
@@ -437,6 +587,7 @@ impl Machine {
             next_id: 0,
             locs: HashMap::new(),
             unclean: BTreeSet::new(),
+            retired: HashMap::new(),
             tlbs: vec![Tlb::default(); cpus],
             violations: Vec::new(),
             stats: Stats::default(),
@@ -474,7 +625,14 @@ impl Machine {
         let id = TableId(self.next_id);
         self.next_id += 1;
         self.tables.insert(id, TableInfo { root, regime, vmid });
-        self.track(id, root, regime.start_level(), 0, regime.root_entries());
+        self.track(
+            id,
+            root,
+            regime.start_level(),
+            0,
+            regime.root_entries(),
+            &mut Vec::new(),
+        );
         id
     }
 
@@ -490,6 +648,10 @@ impl Machine {
         let locs = &self.locs;
         self.unclean
             .retain(|pa| locs.get(pa).is_some_and(|vs| vs.iter().any(|v| v.unclean.is_some())));
+        self.retired.retain(|_, recs| {
+            recs.retain(|r| r.table != id);
+            !recs.is_empty()
+        });
         for tlb in &mut self.tlbs {
             tlb.entries.retain(|k, _| k.0 != id);
         }
@@ -507,12 +669,16 @@ impl Machine {
 
     /// Add views for `entries` descriptors of the table page at `page`
     /// (`level`, first IA `ia`), recursing into valid table descriptors.
-    fn track(&mut self, table: TableId, page: u64, level: u8, ia: u64, entries: u64) {
+    /// Every table page entered is appended to `entered`.
+    fn track(&mut self, table: TableId, page: u64, level: u8, ia: u64, entries: u64, entered: &mut Vec<u64>) {
         for i in 0..entries {
             let pa = page + i * 8;
             if !self.mem.contains(pa) {
                 // A wild table pointer: the walk will show it; nothing to track.
                 return;
+            }
+            if i % 512 == 0 {
+                entered.push(pa);
             }
             let eia = ia + (i << level_shift(level));
             self.locs.entry(pa).or_default().push(View {
@@ -523,16 +689,21 @@ impl Machine {
             });
             let desc = self.mem.read_u64(pa);
             if desc_kind(desc, level) == DescKind::Table {
-                self.track(table, table_addr(desc), level + 1, eia, 512);
+                self.track(table, table_addr(desc), level + 1, eia, 512, entered);
             }
         }
     }
 
     /// Remove the views of `table` for the subtree below a table descriptor
-    /// `desc` found at `level` covering IA `ia`.
-    fn untrack_below(&mut self, table: TableId, desc: u64, level: u8, ia: u64) {
+    /// `desc` found at `level` covering IA `ia`, and retire every table page
+    /// of that subtree until the unlinked entry described by `origin` is
+    /// clean.
+    fn untrack_below(&mut self, table: TableId, desc: u64, level: u8, ia: u64, origin: &Retired) {
         let page = table_addr(desc);
         let child = level + 1;
+        if self.mem.contains(page) {
+            self.retired.entry(page).or_default().push(origin.clone());
+        }
         for i in 0..512u64 {
             let pa = page + i * 8;
             let eia = ia + (i << level_shift(child));
@@ -556,7 +727,7 @@ impl Machine {
             }
             let d = self.mem.read_u64(pa);
             if desc_kind(d, child) == DescKind::Table {
-                self.untrack_below(table, d, child, eia);
+                self.untrack_below(table, d, child, eia, origin);
             }
         }
     }
@@ -580,6 +751,65 @@ impl Machine {
         self.unclean.len()
     }
 
+    /// Whether the page containing `pa` is a retired table page: it was
+    /// unlinked (directly or as part of a subtree) and the invalidation of
+    /// the unlinked entry has not completed, so it may not be written,
+    /// linked again or freed yet.
+    pub fn is_retired(&self, pa: u64) -> bool {
+        self.retired.contains_key(&(pa & !(PAGE_SIZE - 1)))
+    }
+
+    /// The retired table pages, in ascending order.
+    pub fn retired_pages(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.retired.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The violation for reusing the retired `page` (if it is retired),
+    /// described from its oldest pending retirement.
+    fn reuse_violation(&self, cpu: Option<usize>, page: u64, reuse: Reuse) -> Option<Violation> {
+        let r = self.retired.get(&page)?.first()?;
+        Some(Violation::FreedBeforeInvalidation {
+            cpu,
+            page,
+            reuse,
+            parent_pa: r.parent_pa,
+            table: r.table,
+            level: r.level,
+            ia: r.ia,
+            old_table: r.pending.old_valid,
+            unlinked_by: r.pending.writer,
+            stage: r.pending.stage(),
+            unclean_cpus: cpu_list(r.pending.dirty),
+        })
+    }
+
+    /// Allocate `count` zeroed pages aligned to `align_pages` pages; forwards
+    /// to [`PhysMem::alloc_pages`].
+    pub fn alloc_pages(&mut self, count: usize, align_pages: usize) -> Option<u64> {
+        self.mem.alloc_pages(count, align_pages)
+    }
+
+    /// Free `count` pages starting at `pa`, forwarding to
+    /// [`PhysMem::free_pages`] (which panics on a double free). Freeing a
+    /// retired table page records a [`Violation::FreedBeforeInvalidation`]
+    /// per such page; the page is then no longer treated as retired (the
+    /// violation already stands for whatever reuse follows).
+    pub fn free_pages(&mut self, pa: u64, count: usize) {
+        if self.log_events {
+            self.events.push(Event::Free { pa, count });
+        }
+        for i in 0..count as u64 {
+            let page = pa.wrapping_add(i * PAGE_SIZE);
+            if let Some(v) = self.reuse_violation(None, page, Reuse::Free) {
+                self.violations.push(v);
+                self.retired.remove(&page);
+            }
+        }
+        self.mem.free_pages(pa, count);
+    }
+
     /// Write a descriptor. Every descriptor write goes through here; writes to
     /// live locations are checked against break-before-make.
     pub fn write_desc(&mut self, cpu: usize, pa: u64, val: u64) {
@@ -588,6 +818,10 @@ impl Machine {
         self.stats.writes += 1;
         if self.log_events {
             self.events.push(Event::Write { cpu, pa, old, new: val });
+        }
+        let page = pa & !(PAGE_SIZE - 1);
+        if let Some(v) = self.reuse_violation(Some(cpu), page, Reuse::Write { pa, old, new: val }) {
+            self.violations.push(v);
         }
         self.mem.write_u64(pa, val);
         let Some(views) = self.locs.get(&pa).cloned() else {
@@ -667,12 +901,40 @@ impl Machine {
             self.unclean.remove(&pa);
         }
         self.locs.insert(pa, new_views);
+        let mut entered = Vec::new();
         for (table, level, ia, was_table, is_table) in relink {
             if was_table {
-                self.untrack_below(table, old, level, ia);
+                let origin = Retired {
+                    table,
+                    parent_pa: pa,
+                    level,
+                    ia,
+                    pending: Unclean::new(old, cpu, self.cpus),
+                };
+                self.untrack_below(table, old, level, ia, &origin);
             }
             if is_table {
-                self.track(table, table_addr(val), level + 1, ia, 512);
+                let from = entered.len();
+                self.track(table, table_addr(val), level + 1, ia, 512, &mut entered);
+                // Putting a subtree back where it was unlinked from is not a
+                // reuse: stale walk-cache entries for this location point at
+                // the same pages. (Whether the location itself was clean is
+                // the location automaton's business.)
+                for &p in &entered[from..] {
+                    if let Some(recs) = self.retired.get_mut(&p) {
+                        recs.retain(|r| !(r.table == table && r.parent_pa == pa));
+                        if recs.is_empty() {
+                            self.retired.remove(&p);
+                        }
+                    }
+                }
+            }
+        }
+        entered.sort_unstable();
+        entered.dedup();
+        for p in entered {
+            if let Some(v) = self.reuse_violation(Some(cpu), p, Reuse::Link { pa, new: val }) {
+                self.violations.push(v);
             }
         }
     }
@@ -697,29 +959,7 @@ impl Machine {
         for pa in pas {
             let views = self.locs.get_mut(&pa).expect("unclean location is tracked");
             for v in views.iter_mut() {
-                let Some(u) = v.unclean.as_mut() else {
-                    continue;
-                };
-                if u.writer != cpu {
-                    continue;
-                }
-                match kind {
-                    Dsb::Ish => {
-                        // Completes every TLBI this CPU issued before it
-                        // (broadcast or local), and makes earlier writes
-                        // visible to all walkers in the domain.
-                        u.dirty &= !(u.pending_broadcast | u.pending_local);
-                        u.pending_broadcast = 0;
-                        u.pending_local = 0;
-                        u.dsbed = true;
-                    }
-                    Dsb::IshSt => u.dsbed = true,
-                    Dsb::Nsh => {
-                        u.dirty &= !u.pending_local;
-                        u.pending_local = 0;
-                    }
-                }
-                if u.dirty == 0 {
+                if v.unclean.as_mut().is_some_and(|u| u.on_dsb(cpu, kind)) {
                     v.unclean = None;
                 }
             }
@@ -727,6 +967,12 @@ impl Machine {
                 self.unclean.remove(&pa);
             }
         }
+        // Retired table pages follow the same automaton; once the unlinked
+        // entry is clean, nothing can walk into the page any more.
+        self.retired.retain(|_, recs| {
+            recs.retain_mut(|r| !r.pending.on_dsb(cpu, kind));
+            !recs.is_empty()
+        });
     }
 
     /// Instruction synchronization barrier on `cpu` (counted only: the model
@@ -779,32 +1025,35 @@ impl Machine {
         // Checker.
         let pas: Vec<u64> = self.unclean.iter().copied().collect();
         for pa in pas {
-            let old_desc_table = |v: &View, u: &Unclean| desc_kind(u.old_valid, v.level) == DescKind::Table;
             let views = self.locs.get_mut(&pa).expect("unclean location is tracked");
             for v in views.iter_mut() {
                 let info = &tables[&v.table];
-                let Some(u) = v.unclean.as_ref() else {
+                let Some(u) = v.unclean.as_mut() else {
                     continue;
                 };
-                // A TLBI only cleans if it was issued by the invalidating CPU
-                // after the DSB that published the invalid value.
-                if u.writer != cpu || !u.dsbed || !op.targets(&info.regime, info.vmid) {
+                if !u.accepts_tlbi_from(cpu) || !op.targets(&info.regime, info.vmid) {
                     continue;
                 }
                 let size = level_size(v.level);
-                let covered = if old_desc_table(v, u) {
+                let covered = if desc_kind(u.old_valid, v.level) == DescKind::Table {
                     op.covers_table(v.ia, size)
                 } else {
                     op.covers_leaf(v.ia, size, v.level)
                 };
                 if covered {
-                    let u = v.unclean.as_mut().expect("checked above");
-                    if broadcast {
-                        u.pending_broadcast = all_cpus(self.cpus);
-                    } else {
-                        u.pending_local |= 1 << cpu;
-                    }
+                    u.on_covering_tlbi(cpu, broadcast, self.cpus);
                 }
+            }
+        }
+        // The unlinked entry a retired page waits for was always a table
+        // descriptor, so only whole-range forms cover it.
+        for r in self.retired.values_mut().flatten() {
+            let info = &tables[&r.table];
+            if r.pending.accepts_tlbi_from(cpu)
+                && op.targets(&info.regime, info.vmid)
+                && op.covers_table(r.ia, level_size(r.level))
+            {
+                r.pending.on_covering_tlbi(cpu, broadcast, self.cpus);
             }
         }
     }

@@ -130,6 +130,8 @@ struct Saboteur {
     localise: bool,
     /// Drop TLBIs entirely.
     drop: Rc<Cell<bool>>,
+    /// Drop only whole-VMID invalidations (those for unlinked tables).
+    drop_vmid: bool,
 }
 
 impl TlbOps for Saboteur {
@@ -137,7 +139,7 @@ impl TlbOps for Saboteur {
         self.inner.barrier(b);
     }
     fn tlbi(&mut self, op: Tlbi) {
-        if self.drop.get() {
+        if self.drop.get() || (self.drop_vmid && matches!(op, Tlbi::Stage2Vmid { .. })) {
             return;
         }
         let op = match op {
@@ -161,6 +163,17 @@ impl TlbOps for Saboteur {
 }
 
 fn sabotaged(localise: bool, drop: bool) -> Vec<Violation> {
+    sabotaged_with(localise, drop, false, |pt| {
+        pt.map(0, MIB2, 0x9000_0000, RW, MapPolicy::BLOCKS).unwrap();
+    })
+}
+
+fn sabotaged_with(
+    localise: bool,
+    drop: bool,
+    drop_vmid: bool,
+    then: impl FnOnce(&mut PageTable<ModelMm, Saboteur>),
+) -> Vec<Violation> {
     let m = machine(2);
     let mm = ModelMm {
         m: m.clone(),
@@ -172,6 +185,7 @@ fn sabotaged(localise: bool, drop: bool) -> Vec<Violation> {
         inner: ModelTlb { m: m.clone(), cpu: 0 },
         localise,
         drop: dropping.clone(),
+        drop_vmid,
     };
     let mut pt = PageTable::new(S2, mm, tlb).unwrap();
     let regime = warden_archmodel::walk::Regime::Stage2 {
@@ -182,9 +196,24 @@ fn sabotaged(localise: bool, drop: bool) -> Vec<Violation> {
     m.borrow_mut().register_table(pt.root(), regime, Some(7));
     pt.map(0, MIB2, 0x8000_0000, RW, MapPolicy::BLOCKS).unwrap();
     dropping.set(drop);
-    pt.map(0, MIB2, 0x9000_0000, RW, MapPolicy::BLOCKS).unwrap();
+    then(&mut pt);
     let v = m.borrow_mut().take_violations();
     v
+}
+
+#[test]
+fn the_checker_catches_a_table_freed_before_its_invalidation() {
+    let unmap_pages = |pt: &mut PageTable<ModelMm, Saboteur>| {
+        pt.map(4 * MIB2, MIB2, 0, RW, MapPolicy::PAGES).unwrap();
+        // Emptying the level-3 table unlinks and frees it.
+        assert_eq!(pt.unmap(4 * MIB2, MIB2), Ok(MIB2));
+    };
+    let v = sabotaged_with(false, false, true, unmap_pages);
+    assert!(
+        v.iter().any(|v| matches!(v, Violation::FreedBeforeInvalidation { .. })),
+        "{v:?}"
+    );
+    assert!(sabotaged_with(false, false, false, unmap_pages).is_empty());
 }
 
 #[test]

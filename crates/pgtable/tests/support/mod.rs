@@ -60,7 +60,7 @@ impl MmOps for ModelMm {
         *r -= 1;
         if *r == 0 {
             self.refs.remove(&pa);
-            self.m.borrow_mut().mem.free_pages(pa, 1);
+            self.m.borrow_mut().free_pages(pa, 1);
         }
     }
     fn page_count(&self, pa: u64) -> u32 {
