@@ -134,6 +134,10 @@ impl<P: PhysMem> MmOps for PagePool<P> {
         None
     }
 
+    fn can_allocate(&self, pages: usize) -> bool {
+        self.pages - self.stats.used >= pages
+    }
+
     fn get_page(&mut self, pa: u64) {
         if let Some(i) = self.allocated(pa) {
             self.refcount[i] = self.refcount[i].saturating_add(1);

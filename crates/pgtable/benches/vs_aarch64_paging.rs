@@ -152,6 +152,10 @@ impl MmOps for LeanMm {
         Some(self.base + first as u64 * KIB4)
     }
 
+    fn can_allocate(&self, pages: usize) -> bool {
+        self.free.len() + (self.pages.len() - self.next) >= pages
+    }
+
     #[inline]
     fn get_page(&mut self, pa: u64) {
         let i = self.index(pa);

@@ -18,6 +18,11 @@ pub trait MmOps {
     /// `count` pages (concatenated stage-2 roots need up to 16), each with a
     /// reference count of 1. `None` when out of memory.
     fn zalloc_pages(&mut self, count: usize) -> Option<u64>;
+    /// Whether `pages` more single-page allocations would succeed now. The
+    /// ownership layer checks this before its first change (pKVM's
+    /// memcache top-up check), so that the table updates of a commit
+    /// cannot run out of memory.
+    fn can_allocate(&self, pages: usize) -> bool;
     /// Take a reference on the table page at `pa`.
     fn get_page(&mut self, pa: u64);
     /// Drop a reference on the table page at `pa`; at zero the page is freed.

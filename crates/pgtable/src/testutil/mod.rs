@@ -5,6 +5,9 @@
 
 extern crate std;
 
+#[cfg(feature = "model")]
+pub mod model;
+
 use std::vec;
 use std::vec::Vec;
 
@@ -73,6 +76,11 @@ impl MmOps for ArenaMm {
         }
         self.live += count;
         Some(self.base + first as u64 * 4096)
+    }
+
+    fn can_allocate(&self, pages: usize) -> bool {
+        let free = self.free.len() + (self.refs.len() - self.next);
+        free >= pages && self.limit.is_none_or(|l| self.live + pages <= l)
     }
 
     fn get_page(&mut self, pa: u64) {
