@@ -1,0 +1,157 @@
+//! Test platform: both tables live in warden-archmodel (break-before-make
+//! checked on every write), the locks are spin locks, and the ownership
+//! hook records its calls. Plus the abstraction function that reads the
+//! concrete state back in the spec's terms.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use warden_archmodel::machine::TableId;
+use warden_memprotect::spec::Annotation as SpecAnnotation;
+use warden_memprotect::*;
+use warden_pgtable::testutil::model::{assert_no_violations, machine, new_table, ModelMm, ModelTlb, Shared};
+use warden_pgtable::Regime;
+
+/// The recorded hook calls.
+pub type Events = Rc<RefCell<Vec<(u64, u64, HostAccess)>>>;
+
+/// A hook that records.
+pub struct Recorder(pub Events);
+
+impl OwnershipHook for Recorder {
+    fn host_ownership_changed(&mut self, base: u64, size: u64, access: HostAccess) {
+        self.0.borrow_mut().push((base, size, access));
+    }
+}
+
+/// The test platform.
+pub struct ModelPlatform;
+
+impl Platform for ModelPlatform {
+    type Lock = spin::mutex::SpinMutex<()>;
+    type HostMm = ModelMm;
+    type HostTlb = ModelTlb;
+    type HypMm = ModelMm;
+    type HypTlb = ModelTlb;
+    type Hook = Recorder;
+}
+
+/// RAM: two regions with an MMIO hole between them and below.
+pub const RAM: [Region; 2] = [
+    Region {
+        base: 0x4000_0000,
+        size: 256 << 20,
+    },
+    Region {
+        base: 0x8000_0000,
+        size: 64 << 20,
+    },
+];
+/// A page of MMIO (like QEMU's SMMU) below RAM.
+pub const MMIO_PFN: u64 = 0x0905_0000 >> 12;
+
+/// Everything a test needs.
+pub struct World {
+    /// The model.
+    pub m: Shared,
+    /// Page ownership.
+    pub mp: MemProtect<'static, ModelPlatform>,
+    /// The host stage-2 in the model.
+    pub host_id: TableId,
+    /// The EL2 stage-1 in the model.
+    pub hyp_id: TableId,
+    /// Hook calls.
+    pub events: Events,
+}
+
+/// A fresh machine with `ram`, 2 CPUs, a 48-bit host stage-2 with FWB.
+pub fn world(ram: &[Region]) -> World {
+    let m = machine(2);
+    let n = RamMap::pages_of(ram);
+    let meta: &'static [PageMeta] = Box::leak(
+        (0..n)
+            .map(|_| PageMeta::default())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let map = RamMap::new(ram, meta, 48).expect("RAM layout");
+    let (host_s2, host_id) = new_table(
+        &m,
+        Regime::Stage2 {
+            ipa_bits: 48,
+            vmid: 0,
+            fwb: true,
+        },
+    );
+    let (hyp_s1, hyp_id) = new_table(&m, Regime::El2Stage1 { va_bits: 48 });
+    let events = Events::default();
+    let mp = MemProtect::new(map, host_s2, hyp_s1, Recorder(events.clone()));
+    World {
+        m,
+        mp,
+        host_id,
+        hyp_id,
+        events,
+    }
+}
+
+/// The concrete state of one page, in the spec's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abstract {
+    /// Host state, hyp state, pins (RAM only).
+    pub page: Option<(PageState, PageState, u32)>,
+    /// The host stage-2 annotation.
+    pub annotation: Option<SpecAnnotation>,
+    /// Mapped at EL2.
+    pub hyp_mapped: bool,
+}
+
+impl World {
+    /// Read page `pfn`'s concrete state back.
+    pub fn abstract_page(&self, pfn: u64) -> Abstract {
+        let page = self.mp.ram().meta(pfn).map(|m| (m.host(), m.hyp(), m.pins() as u32));
+        let annotation = self
+            .mp
+            .host_s2_entry(pfn)
+            .and_then(|(d, _)| d.annotation())
+            .map(|a| SpecAnnotation {
+                owner: a.owner,
+                meta: a.meta,
+            });
+        Abstract {
+            page,
+            annotation,
+            hyp_mapped: self.mp.hyp_mapped(pfn),
+        }
+    }
+
+    /// The spec's view of page `pfn`.
+    pub fn spec_page(spec: &warden_memprotect::spec::Spec, pfn: u64) -> Abstract {
+        let page = spec.is_ram(pfn).then(|| {
+            let p = spec.page(pfn);
+            (p.host, p.hyp, p.pins)
+        });
+        Abstract {
+            page,
+            annotation: spec.annotation(pfn),
+            hyp_mapped: spec.hyp_mapped(pfn),
+        }
+    }
+
+    /// What the host stage-2 lets the host do at `pfn` right now (through
+    /// the model's walk): `None` if nothing is mapped.
+    pub fn host_mapping(&self, pfn: u64) -> Option<(bool, bool, bool)> {
+        self.m
+            .borrow()
+            .walk(self.host_id, pfn << 12)
+            .ok()
+            .map(|t| (t.read, t.write, t.exec))
+    }
+
+    /// No break-before-make violation and nothing left to invalidate.
+    pub fn assert_clean(&self) {
+        assert_no_violations(&self.m);
+        assert_eq!(self.m.borrow().unclean_count(), 0, "an entry awaits invalidation");
+    }
+}
