@@ -225,7 +225,7 @@ fn four_threads_agree_with_the_spec_in_lock_order() {
                 log.push((TICKET.with(Cell::get), t, op, outcome));
                 // Give the other threads a turn now and then, outside any
                 // lock, so that calls interleave even with few cores.
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     std::thread::yield_now();
                 }
             }
