@@ -16,6 +16,8 @@
 //! (feature `spec`).
 #![no_std]
 
+#[cfg(feature = "spec")]
+pub mod harness;
 pub mod host;
 pub mod protect;
 pub mod ram;
