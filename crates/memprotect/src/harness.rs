@@ -6,7 +6,6 @@
 
 extern crate alloc;
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use warden_pgtable::testutil::{ArenaMm, CountingTlb};
@@ -76,8 +75,7 @@ fn nr(b: u8) -> u64 {
 pub fn run_bytes(data: &[u8]) {
     let n = RamMap::pages_of(&RAM);
     let meta: Vec<PageMeta> = (0..n).map(|_| PageMeta::default()).collect();
-    let meta: &[PageMeta] = Box::leak(meta.into_boxed_slice());
-    let ram = RamMap::new(&RAM, meta, 48).expect("harness RAM");
+    let ram = RamMap::new(&RAM, &meta, 48).expect("harness RAM");
     let s2 = Regime::Stage2 {
         ipa_bits: 48,
         vmid: 0,
