@@ -14,7 +14,7 @@ use warden_pgtable::{PageTable, Regime};
 use crate::protect::{MemProtect, Platform};
 use crate::ram::{PageMeta, RamMap};
 use crate::spec::Spec;
-use crate::types::{HostAccess, OwnershipHook, Region};
+use crate::types::{AbortOutcome, Error, HostAccess, OwnershipHook, Region};
 
 /// RAM of the harness: two regions with MMIO between and around them.
 pub const RAM: [Region; 2] = [
@@ -45,6 +45,85 @@ impl Platform for Arena {
     type HypMm = ArenaMm;
     type HypTlb = CountingTlb;
     type Hook = Hook;
+}
+
+/// One call the harnesses and tests make, on either side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `host_share_hyp(pfn)`.
+    ShareHyp(u64),
+    /// `host_unshare_hyp(pfn)`.
+    UnshareHyp(u64),
+    /// `hyp_pin_shared(pfn, nr)`.
+    Pin(u64, u64),
+    /// `hyp_unpin_shared(pfn, nr)`.
+    Unpin(u64, u64),
+    /// `host_donate_hyp(pfn, nr)`.
+    DonateHyp(u64, u64),
+    /// `hyp_donate_host(pfn, nr)`.
+    HypDonateHost(u64, u64),
+    /// `host_donate_hyp_mmio(pfn, nr)`.
+    DonateMmio(u64, u64),
+    /// `hyp_donate_host_mmio(pfn, nr)`.
+    ReclaimMmio(u64, u64),
+    /// `host_abort(pa)`.
+    Abort(u64),
+}
+
+/// What a call returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A transition's result.
+    Done(Result<(), Error>),
+    /// A host abort's outcome (`None`: the implementation ran out of table
+    /// pages, which the spec does not model).
+    Abort(Option<AbortOutcome>),
+}
+
+/// Make `op` on the implementation.
+pub fn run<P: Platform>(mp: &MemProtect<'_, P>, op: Op) -> Outcome {
+    match op {
+        Op::ShareHyp(p) => Outcome::Done(mp.host_share_hyp(p)),
+        Op::UnshareHyp(p) => Outcome::Done(mp.host_unshare_hyp(p)),
+        Op::Pin(p, n) => Outcome::Done(mp.hyp_pin_shared(p, n)),
+        Op::Unpin(p, n) => Outcome::Done(mp.hyp_unpin_shared(p, n)),
+        Op::DonateHyp(p, n) => Outcome::Done(mp.host_donate_hyp(p, n)),
+        Op::HypDonateHost(p, n) => Outcome::Done(mp.hyp_donate_host(p, n)),
+        Op::DonateMmio(p, n) => Outcome::Done(mp.host_donate_hyp_mmio(p, n)),
+        Op::ReclaimMmio(p, n) => Outcome::Done(mp.hyp_donate_host_mmio(p, n)),
+        Op::Abort(pa) => Outcome::Abort(mp.host_abort(pa).ok()),
+    }
+}
+
+/// Make `op` on the spec.
+pub fn replay(s: &mut Spec, op: Op) -> Outcome {
+    match op {
+        Op::ShareHyp(p) => Outcome::Done(s.host_share_hyp(p)),
+        Op::UnshareHyp(p) => Outcome::Done(s.host_unshare_hyp(p)),
+        Op::Pin(p, n) => Outcome::Done(s.hyp_pin_shared(p, n)),
+        Op::Unpin(p, n) => Outcome::Done(s.hyp_unpin_shared(p, n)),
+        Op::DonateHyp(p, n) => Outcome::Done(s.host_donate_hyp(p, n)),
+        Op::HypDonateHost(p, n) => Outcome::Done(s.hyp_donate_host(p, n)),
+        Op::DonateMmio(p, n) => Outcome::Done(s.host_donate_hyp_mmio(p, n)),
+        Op::ReclaimMmio(p, n) => Outcome::Done(s.hyp_donate_host_mmio(p, n)),
+        Op::Abort(pa) => Outcome::Abort(Some(s.host_abort(pa))),
+    }
+}
+
+/// Decode one 10-byte step of fuzzer input.
+fn decode(step: &[u8]) -> Op {
+    let (p, n) = (pfn(&step[1..]), nr(step[9]));
+    match step[0] % 9 {
+        0 => Op::ShareHyp(p),
+        1 => Op::UnshareHyp(p),
+        2 => Op::Pin(p, n),
+        3 => Op::Unpin(p, n),
+        4 => Op::DonateHyp(p, n),
+        5 => Op::HypDonateHost(p, n),
+        6 => Op::DonateMmio(p, n),
+        7 => Op::ReclaimMmio(p, n),
+        _ => Op::Abort(p.wrapping_shl(12) | step[9] as u64),
+    }
 }
 
 /// Bytes to page numbers: mostly a few hot RAM pages, region edges and
@@ -91,25 +170,10 @@ pub fn run_bytes(data: &[u8]) {
     let mp: MemProtect<'_, Arena> = MemProtect::new(ram, host_s2, hyp_s1, Hook(Vec::new()));
     let mut spec = Spec::new(&RAM, 48);
     for step in data.chunks_exact(10) {
-        let (p, n) = (pfn(&step[1..]), nr(step[9]));
-        let (got, want) = match step[0] % 9 {
-            0 => (mp.host_share_hyp(p), spec.host_share_hyp(p)),
-            1 => (mp.host_unshare_hyp(p), spec.host_unshare_hyp(p)),
-            2 => (mp.hyp_pin_shared(p, n), spec.hyp_pin_shared(p, n)),
-            3 => (mp.hyp_unpin_shared(p, n), spec.hyp_unpin_shared(p, n)),
-            4 => (mp.host_donate_hyp(p, n), spec.host_donate_hyp(p, n)),
-            5 => (mp.hyp_donate_host(p, n), spec.hyp_donate_host(p, n)),
-            6 => (mp.host_donate_hyp_mmio(p, n), spec.host_donate_hyp_mmio(p, n)),
-            7 => (mp.hyp_donate_host_mmio(p, n), spec.hyp_donate_host_mmio(p, n)),
-            _ => {
-                let pa = p.wrapping_shl(12) | step[9] as u64;
-                assert_eq!(mp.host_abort(pa).ok(), Some(spec.host_abort(pa)), "abort at {pa:#x}");
-                continue;
-            }
-        };
-        assert_eq!(got, want, "step {step:?}");
+        let op = decode(step);
+        assert_eq!(run(&mp, op), replay(&mut spec, op), "{op:?}");
         let events = mp.with_host(|h| core::mem::take(&mut h.hook.0));
-        assert_eq!(events, spec.take_hook_events(), "hook calls of step {step:?}");
+        assert_eq!(events, spec.take_hook_events(), "hook calls of {op:?}");
     }
     for pfn in spec.touched_pfns() {
         if let Some(page) = spec.is_ram(pfn).then(|| spec.page(pfn)) {

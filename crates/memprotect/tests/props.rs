@@ -12,21 +12,9 @@ mod support;
 
 use proptest::prelude::*;
 use support::*;
+use warden_memprotect::harness::{replay, run, Op};
 use warden_memprotect::spec::Spec;
-use warden_memprotect::{AbortOutcome, Error, HostAccess};
-
-#[derive(Clone, Debug)]
-enum Op {
-    ShareHyp(u64),
-    UnshareHyp(u64),
-    Pin(u64, u64),
-    Unpin(u64, u64),
-    DonateHyp(u64, u64),
-    HypDonateHost(u64, u64),
-    DonateMmio(u64, u64),
-    ReclaimMmio(u64, u64),
-    Abort(u64),
-}
+use warden_memprotect::HostAccess;
 
 /// Page numbers where things happen: a few pages in each RAM region and at
 /// its ends, MMIO below and between the regions, the top of the physical
@@ -65,40 +53,6 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (pfn(), nr()).prop_map(|(p, n)| Op::ReclaimMmio(p, n)),
         4 => (pfn(), 0..4096u64).prop_map(|(p, off)| Op::Abort(p.wrapping_shl(12).wrapping_add(off))),
     ]
-}
-
-enum Outcome {
-    Done(Result<(), Error>),
-    Abort(AbortOutcome),
-}
-
-fn run_impl(w: &World, op: &Op) -> Outcome {
-    let mp = &w.mp;
-    match *op {
-        Op::ShareHyp(p) => Outcome::Done(mp.host_share_hyp(p)),
-        Op::UnshareHyp(p) => Outcome::Done(mp.host_unshare_hyp(p)),
-        Op::Pin(p, n) => Outcome::Done(mp.hyp_pin_shared(p, n)),
-        Op::Unpin(p, n) => Outcome::Done(mp.hyp_unpin_shared(p, n)),
-        Op::DonateHyp(p, n) => Outcome::Done(mp.host_donate_hyp(p, n)),
-        Op::HypDonateHost(p, n) => Outcome::Done(mp.hyp_donate_host(p, n)),
-        Op::DonateMmio(p, n) => Outcome::Done(mp.host_donate_hyp_mmio(p, n)),
-        Op::ReclaimMmio(p, n) => Outcome::Done(mp.hyp_donate_host_mmio(p, n)),
-        Op::Abort(pa) => Outcome::Abort(mp.host_abort(pa).expect("abort handling never runs out of tables here")),
-    }
-}
-
-fn run_spec(s: &mut Spec, op: &Op) -> Outcome {
-    match *op {
-        Op::ShareHyp(p) => Outcome::Done(s.host_share_hyp(p)),
-        Op::UnshareHyp(p) => Outcome::Done(s.host_unshare_hyp(p)),
-        Op::Pin(p, n) => Outcome::Done(s.hyp_pin_shared(p, n)),
-        Op::Unpin(p, n) => Outcome::Done(s.hyp_unpin_shared(p, n)),
-        Op::DonateHyp(p, n) => Outcome::Done(s.host_donate_hyp(p, n)),
-        Op::HypDonateHost(p, n) => Outcome::Done(s.hyp_donate_host(p, n)),
-        Op::DonateMmio(p, n) => Outcome::Done(s.host_donate_hyp_mmio(p, n)),
-        Op::ReclaimMmio(p, n) => Outcome::Done(s.hyp_donate_host_mmio(p, n)),
-        Op::Abort(pa) => Outcome::Abort(s.host_abort(pa)),
-    }
 }
 
 /// Pages whose state the op may have looked at or changed (clamped to a
@@ -143,11 +97,7 @@ fn run_sequence(ops: Vec<Op>) {
     let mut spec = Spec::new(&RAM, 48);
     let mut seen: Vec<u64> = Vec::new();
     for op in &ops {
-        match (run_impl(&w, op), run_spec(&mut spec, op)) {
-            (Outcome::Done(a), Outcome::Done(b)) => assert_eq!(a, b, "result of {op:?}"),
-            (Outcome::Abort(a), Outcome::Abort(b)) => assert_eq!(a, b, "abort outcome of {op:?}"),
-            _ => unreachable!(),
-        }
+        assert_eq!(run(&w.mp, *op), replay(&mut spec, *op), "result of {op:?}");
         w.assert_clean();
         let events: Vec<_> = w.events.borrow_mut().drain(..).collect();
         assert_eq!(events, spec.take_hook_events(), "hook calls of {op:?}");

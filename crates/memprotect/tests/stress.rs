@@ -14,6 +14,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex as StdMutex};
 use std::time::Duration;
 
 use lock_api::{GuardSend, RawMutex};
+use warden_memprotect::harness::{replay, run, Op, Outcome};
 use warden_memprotect::spec::Spec;
 use warden_memprotect::*;
 use warden_pgtable::testutil::{ArenaMm, CountingTlb};
@@ -107,25 +108,6 @@ const RAM: [Region; 2] = [
 ];
 const MMIO: u64 = 0x0905_0000 >> 12;
 
-#[derive(Clone, Copy, Debug)]
-enum Op {
-    Share(u64),
-    Unshare(u64),
-    Pin(u64, u64),
-    Unpin(u64, u64),
-    Donate(u64, u64),
-    Return(u64, u64),
-    DonateMmio(u64, u64),
-    ReclaimMmio(u64, u64),
-    Abort(u64),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    Done(Result<(), Error>),
-    Abort(AbortOutcome),
-}
-
 /// A small xorshift generator: each thread's sequence is reproducible.
 struct Rng(u64);
 
@@ -143,45 +125,17 @@ impl Rng {
         let mmio = MMIO + self.next() % 3;
         let nr = 1 + self.next() % 3;
         match self.next() % 10 {
-            0 => Op::Share(hot),
-            1 => Op::Unshare(hot),
+            0 => Op::ShareHyp(hot),
+            1 => Op::UnshareHyp(hot),
             2 => Op::Pin(hot, nr),
             3 => Op::Unpin(hot, nr),
-            4 => Op::Donate(hot, nr),
-            5 => Op::Return(hot, nr),
+            4 => Op::DonateHyp(hot, nr),
+            5 => Op::HypDonateHost(hot, nr),
             6 => Op::DonateMmio(mmio, nr),
             7 => Op::ReclaimMmio(mmio, nr),
             8 => Op::Abort((hot << 12) + self.next() % 4096),
             _ => Op::Abort(mmio << 12),
         }
-    }
-}
-
-fn run(mp: &MemProtect<'_, Threaded>, op: Op) -> Outcome {
-    match op {
-        Op::Share(p) => Outcome::Done(mp.host_share_hyp(p)),
-        Op::Unshare(p) => Outcome::Done(mp.host_unshare_hyp(p)),
-        Op::Pin(p, n) => Outcome::Done(mp.hyp_pin_shared(p, n)),
-        Op::Unpin(p, n) => Outcome::Done(mp.hyp_unpin_shared(p, n)),
-        Op::Donate(p, n) => Outcome::Done(mp.host_donate_hyp(p, n)),
-        Op::Return(p, n) => Outcome::Done(mp.hyp_donate_host(p, n)),
-        Op::DonateMmio(p, n) => Outcome::Done(mp.host_donate_hyp_mmio(p, n)),
-        Op::ReclaimMmio(p, n) => Outcome::Done(mp.hyp_donate_host_mmio(p, n)),
-        Op::Abort(pa) => Outcome::Abort(mp.host_abort(pa).expect("the arena never runs dry here")),
-    }
-}
-
-fn replay(s: &mut Spec, op: Op) -> Outcome {
-    match op {
-        Op::Share(p) => Outcome::Done(s.host_share_hyp(p)),
-        Op::Unshare(p) => Outcome::Done(s.host_unshare_hyp(p)),
-        Op::Pin(p, n) => Outcome::Done(s.hyp_pin_shared(p, n)),
-        Op::Unpin(p, n) => Outcome::Done(s.hyp_unpin_shared(p, n)),
-        Op::Donate(p, n) => Outcome::Done(s.host_donate_hyp(p, n)),
-        Op::Return(p, n) => Outcome::Done(s.hyp_donate_host(p, n)),
-        Op::DonateMmio(p, n) => Outcome::Done(s.host_donate_hyp_mmio(p, n)),
-        Op::ReclaimMmio(p, n) => Outcome::Done(s.hyp_donate_host_mmio(p, n)),
-        Op::Abort(pa) => Outcome::Abort(s.host_abort(pa)),
     }
 }
 
