@@ -9,7 +9,7 @@
 
 use core::marker::PhantomData;
 
-use warden_pgtable::{Annotation, Attrs, MapPolicy, MemType, MmOps, Perms};
+use warden_pgtable::{Annotation, Attrs, Ctx, Error as PgError, MapPolicy, MemType, MmOps, Perms, WalkFlags};
 
 use crate::host::{tables_needed, HOST_MEM, HOST_MMIO};
 use crate::protect::{HostGuard, HypGuard, MemProtect, Platform};
@@ -192,17 +192,33 @@ impl<'m, P: Platform> MemProtect<'m, P> {
     /// annotation (someone already owns it), none is mapped at EL2
     /// (`Perm`); table pages (`NoMem`).
     pub fn check_donate_mmio(&self, pfn: u64, nr: u64) -> Result<Checked<'_, 'm, P, DonateMmio>, Error> {
-        let (range, mut host, hyp) = self.begin(pfn, nr)?;
+        let (range, mut host, mut hyp) = self.begin(pfn, nr)?;
         if self.ram.any_ram(range) {
             return Err(Error::Perm);
         }
-        for pfn in range.pfns() {
-            let pa = pfn << 12;
-            let annotated = host.s2.get_leaf(pa).map_or(true, |(d, _)| d.annotation().is_some());
-            let mapped = hyp.s1.get_leaf(pa).map_or(true, |(d, _)| d.is_valid());
-            if annotated || mapped {
-                return Err(Error::Perm);
-            }
+        // Table walks, not page-by-page lookups: a hostile range of billions
+        // of pages costs what the tables hold, not its length.
+        let (base, size) = (range.base(), range.size());
+        let annotated = host.s2.walk(
+            base,
+            size,
+            WalkFlags::LEAF,
+            &mut |_, c: &Ctx, _| match c.old.annotation() {
+                Some(_) => Err(PgError::Annotated),
+                None => Ok(()),
+            },
+        );
+        let mapped = hyp.s1.walk(
+            base,
+            size,
+            WalkFlags::LEAF,
+            &mut |_, c: &Ctx, _| match c.old.is_valid() {
+                true => Err(PgError::Annotated),
+                false => Ok(()),
+            },
+        );
+        if annotated.is_err() || mapped.is_err() {
+            return Err(Error::Perm);
         }
         self.reserve_both(&mut host, &hyp, range)?;
         Ok(self.checked(range, host, hyp))
@@ -216,14 +232,20 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         if self.ram.any_ram(range) {
             return Err(Error::Perm);
         }
-        for pfn in range.pfns() {
-            let ours = host
-                .s2
-                .get_leaf(pfn << 12)
-                .is_ok_and(|(d, _)| d.annotation() == Some(HYP_OWNED));
-            if !ours {
-                return Err(Error::Perm);
-            }
+        // Every page-level entry must be the hyp's annotation; an entry the
+        // walk meets above level 3 (empty, or a block) covers pages that
+        // are not. A walk, so a huge range costs what the tables hold.
+        let ours = host.s2.walk(
+            range.base(),
+            range.size(),
+            WalkFlags::LEAF,
+            &mut |_, c: &Ctx, _| match c.level == 3 && c.old.annotation() == Some(HYP_OWNED) {
+                true => Ok(()),
+                false => Err(PgError::Annotated),
+            },
+        );
+        if ours.is_err() {
+            return Err(Error::Perm);
         }
         let geo = *host.s2.geometry();
         host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;

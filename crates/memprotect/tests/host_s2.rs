@@ -144,3 +144,36 @@ fn an_exhausted_pool_refuses_a_donation_without_changing_anything() {
     assert!(w.events.borrow().is_empty());
     w.assert_clean();
 }
+
+#[test]
+fn huge_hostile_mmio_ranges_are_refused_quickly_without_change() {
+    let w = world(&RAM);
+    w.mp.host_donate_hyp_mmio(MMIO_PFN, 1).unwrap();
+    let start = std::time::Instant::now();
+    // 4 TiB of address space above RAM: nothing owns it, but no pool can
+    // hold the tables its annotations would need.
+    let (pfn, nr) = (1u64 << 28, 1u64 << 30);
+    assert_eq!(w.mp.host_donate_hyp_mmio(pfn, nr), Err(Error::NoMem));
+    assert_eq!(w.mp.hyp_donate_host_mmio(pfn, nr), Err(Error::Perm));
+    // All MMIO below RAM, including the page already donated.
+    let below = RAM[0].base >> 12;
+    assert_eq!(w.mp.host_donate_hyp_mmio(0, below), Err(Error::Perm));
+    assert_eq!(w.mp.hyp_donate_host_mmio(0, below), Err(Error::Perm));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        w.mp.host_abort(pfn << 12),
+        Ok(AbortOutcome::Handled),
+        "still the host's"
+    );
+    assert_eq!(
+        w.mp.host_abort(MMIO_PFN << 12),
+        Ok(AbortOutcome::Inject),
+        "still the hyp's"
+    );
+    assert_eq!(w.events.borrow().len(), 1, "only the first donation told the hook");
+    w.assert_clean();
+}

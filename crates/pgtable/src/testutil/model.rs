@@ -48,8 +48,10 @@ impl MmOps for ModelMm {
         Some(pa)
     }
     fn can_allocate(&self, pages: usize) -> bool {
+        // Both the test's limit and the simulated memory's own size.
         let m = self.m.borrow();
-        m.mem.alloc_limit().is_none_or(|l| m.mem.allocated_pages() + pages <= l)
+        let wanted = m.mem.allocated_pages() + pages;
+        wanted as u64 <= m.mem.size() / 4096 && m.mem.alloc_limit().is_none_or(|l| wanted <= l)
     }
     fn get_page(&mut self, pa: u64) {
         let r = self
