@@ -9,6 +9,13 @@ use warden_memprotect::*;
 use warden_pgtable::testutil::{ArenaMm, CountingTlb};
 use warden_pgtable::{PageTable, Regime};
 
+/// Page clearing is not what these figures measure.
+struct NoClear;
+
+impl Poison for NoClear {
+    fn poison(&mut self, _: u64) {}
+}
+
 struct Bench;
 
 impl Platform for Bench {
@@ -18,6 +25,9 @@ impl Platform for Bench {
     type HypMm = ArenaMm;
     type HypTlb = CountingTlb;
     type Hook = ();
+    type GuestMm = ArenaMm;
+    type GuestTlb = CountingTlb;
+    type Poison = NoClear;
 }
 
 /// 16 GiB of RAM at 1 GiB, like a large host.
@@ -36,7 +46,7 @@ fn fresh(meta: &[PageMeta]) -> MemProtect<'_, Bench> {
     let host_s2 = PageTable::new(s2, ArenaMm::new(0x100_0000_0000, 16384), CountingTlb::default()).unwrap();
     let s1 = Regime::El2Stage1 { va_bits: 48 };
     let hyp_s1 = PageTable::new(s1, ArenaMm::new(0x200_0000_0000, 16384), CountingTlb::default()).unwrap();
-    MemProtect::new(ram, host_s2, hyp_s1, ())
+    MemProtect::new(ram, host_s2, hyp_s1, (), NoClear)
 }
 
 /// Median of `samples` timings of `f`, in ns, and its per-call figure.

@@ -14,7 +14,7 @@ use warden_pgtable::{PageTable, Regime};
 use crate::protect::{MemProtect, Platform};
 use crate::ram::{PageMeta, RamMap};
 use crate::spec::Spec;
-use crate::types::{AbortOutcome, Error, HostAccess, OwnershipHook, Region};
+use crate::types::{AbortOutcome, Error, HostAccess, OwnershipHook, Poison, Region};
 
 /// RAM of the harness: two regions with MMIO between and around them.
 pub const RAM: [Region; 2] = [
@@ -36,6 +36,15 @@ impl OwnershipHook for Hook {
     }
 }
 
+/// Records the pages poisoned, in order.
+struct Poisoned(Vec<u64>);
+
+impl Poison for Poisoned {
+    fn poison(&mut self, pa: u64) {
+        self.0.push(pa >> 12);
+    }
+}
+
 struct Arena;
 
 impl Platform for Arena {
@@ -45,6 +54,9 @@ impl Platform for Arena {
     type HypMm = ArenaMm;
     type HypTlb = CountingTlb;
     type Hook = Hook;
+    type GuestMm = ArenaMm;
+    type GuestTlb = CountingTlb;
+    type Poison = Poisoned;
 }
 
 /// One call the harnesses and tests make, on either side.
@@ -167,7 +179,7 @@ pub fn run_bytes(data: &[u8]) {
     let Ok(hyp_s1) = PageTable::new(s1, ArenaMm::new(0x20_0000_0000, 2048), CountingTlb::default()) else {
         unreachable!("a fresh arena has a root page")
     };
-    let mp: MemProtect<'_, Arena> = MemProtect::new(ram, host_s2, hyp_s1, Hook(Vec::new()));
+    let mp: MemProtect<'_, Arena> = MemProtect::new(ram, host_s2, hyp_s1, Hook(Vec::new()), Poisoned(Vec::new()));
     let mut spec = Spec::new(&RAM, 48);
     for step in data.chunks_exact(10) {
         let op = decode(step);

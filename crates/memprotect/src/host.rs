@@ -66,8 +66,8 @@ impl<P: Platform> Host<P> {
 impl<P: Platform> MemProtect<'_, P> {
     /// Handle a host stage-2 abort at physical address `pa`.
     ///
-    /// If the page is the host's (RAM it owns or shares, or MMIO nobody
-    /// took) and not mapped, map the largest block around it that lies in
+    /// If the page is the host's (RAM it owns, shares, or borrows from a
+    /// guest, or MMIO nobody took) and not mapped, map the largest block around it that lies in
     /// its RAM region or MMIO gap and has nothing mapped or recorded in it
     /// (RAM RWX, MMIO RW, memory type as the host's stage 1 says). If
     /// another CPU mapped it meanwhile, nothing changes. Either way the
@@ -82,7 +82,7 @@ impl<P: Platform> MemProtect<'_, P> {
         let page = pa & !(PAGE_SIZE - 1);
         let mut host = self.host.lock();
         if let Some(meta) = self.ram.meta(page >> 12) {
-            if !matches!(meta.host(), PageState::Owned | PageState::SharedOwned) {
+            if meta.host() == PageState::NoPage {
                 return Ok(AbortOutcome::Inject);
             }
         }

@@ -18,6 +18,7 @@
 
 #[cfg(feature = "spec")]
 pub mod harness;
+pub mod guest;
 pub mod host;
 pub mod protect;
 pub mod ram;
@@ -29,3 +30,4 @@ pub mod types;
 pub use protect::{MemProtect, Platform};
 pub use ram::{PageMeta, PfnRange, RamMap};
 pub use types::*;
+pub use warden_pgtable::Perms;

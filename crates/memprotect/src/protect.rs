@@ -1,12 +1,14 @@
 //! The ownership state of the machine: the RAM map with its metadata, the
-//! host component (its stage-2 and the ownership hook) and the hyp
-//! component (its stage-1), each behind its own lock.
+//! host component (its stage-2, the ownership hook and page poisoning), the
+//! hyp component (its stage-1) and the guests (a fixed table of slots), each
+//! behind its own lock.
 
 use lock_api::{Mutex, MutexGuard, RawMutex};
 use warden_pgtable::{Desc, MmOps, PageTable, TlbOps};
 
+use crate::guest::Guest;
 use crate::ram::{PfnRange, RamMap};
-use crate::types::{Error, OwnershipHook, PageState, PAGE_SHIFT, PA_BITS};
+use crate::types::{Error, OwnershipHook, PageState, Poison, MAX_VMS, PAGE_SHIFT, PA_BITS};
 
 /// What the platform provides: the lock type, table memory and TLB
 /// maintenance for each table, and the ownership hook.
@@ -24,6 +26,12 @@ pub trait Platform {
     type HypTlb: TlbOps;
     /// Told of every change of the host's ownership.
     type Hook: OwnershipHook;
+    /// Table pages of a guest stage-2 (the guest's pool).
+    type GuestMm: MmOps;
+    /// TLB maintenance for a guest stage-2 (the guest's VMID).
+    type GuestTlb: TlbOps;
+    /// Clears pages a guest owned before the host gets them back.
+    type Poison: Poison;
 }
 
 /// The host component: its stage-2 (an identity map, filled lazily) and
@@ -33,6 +41,8 @@ pub struct Host<P: Platform> {
     pub s2: PageTable<P::HostMm, P::HostTlb>,
     /// The ownership-change hook.
     pub hook: P::Hook,
+    /// Clears guest pages before the host gets them back.
+    pub poison: P::Poison,
     /// How many times MMIO mappings were recycled to free table pages.
     pub recycles: u64,
 }
@@ -49,16 +59,21 @@ pub struct MemProtect<'m, P: Platform> {
     pub(crate) pa_bits: u32,
     pub(crate) host: Mutex<P::Lock, Host<P>>,
     pub(crate) hyp: Mutex<P::Lock, Hyp<P>>,
+    /// Guest slots: handle `h` lives in `vms[h - 1]`. Membership changes
+    /// only under the host lock.
+    pub(crate) vms: [Mutex<P::Lock, Option<Guest<P>>>; MAX_VMS],
 }
 
 /// The host lock, held.
 pub type HostGuard<'a, P> = MutexGuard<'a, <P as Platform>::Lock, Host<P>>;
 /// The hyp lock, held.
 pub type HypGuard<'a, P> = MutexGuard<'a, <P as Platform>::Lock, Hyp<P>>;
+/// A guest slot's lock, held.
+pub type SlotGuard<'a, P> = MutexGuard<'a, <P as Platform>::Lock, Option<Guest<P>>>;
 
 impl<'m, P: Platform> MemProtect<'m, P> {
     /// Take over `ram` (with its metadata), the host stage-2, the EL2
-    /// stage-1 and the hook. The host stage-2 must be an identity stage-2
+    /// stage-1, the hook and the poisoner. The host stage-2 must be an identity stage-2
     /// covering the physical address space (`ipa_bits` = 48 or the CPU's
     /// PA size), empty: the host maps lazily through [`Self::host_abort`].
     pub fn new(
@@ -66,6 +81,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         host_s2: PageTable<P::HostMm, P::HostTlb>,
         hyp_s1: PageTable<P::HypMm, P::HypTlb>,
         hook: P::Hook,
+        poison: P::Poison,
     ) -> Self {
         let pa_bits = (host_s2.geometry().ia_bits as u32).min(PA_BITS);
         MemProtect {
@@ -74,9 +90,11 @@ impl<'m, P: Platform> MemProtect<'m, P> {
             host: Mutex::new(Host {
                 s2: host_s2,
                 hook,
+                poison,
                 recycles: 0,
             }),
             hyp: Mutex::new(Hyp { s1: hyp_s1 }),
+            vms: core::array::from_fn(|_| Mutex::new(None)),
         }
     }
 

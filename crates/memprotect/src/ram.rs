@@ -57,6 +57,10 @@ impl PageMeta {
     pub(crate) fn set_pins(&self, n: u16) {
         self.pins.store(n, Relaxed);
     }
+
+    pub(crate) fn set_guest_shares(&self, n: u32) {
+        self.guest_shares.store(n, Relaxed);
+    }
 }
 
 /// A range of pages, validated to lie inside the physical address space.

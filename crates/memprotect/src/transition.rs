@@ -17,11 +17,11 @@ use crate::ram::{PageMeta, PfnRange};
 use crate::types::{owner, Error, HostAccess, OwnershipHook, PageState};
 
 /// EL2 mapping of RAM the hypervisor owns or pinned.
-const HYP_MEM: Attrs = Attrs::new(Perms::RW, MemType::NormalWb);
+pub(crate) const HYP_MEM: Attrs = Attrs::new(Perms::RW, MemType::NormalWb);
 /// EL2 mapping of MMIO the hypervisor owns.
 const HYP_MMIO: Attrs = Attrs::new(Perms::RW, MemType::Device);
 /// The annotation recording that the hypervisor owns a page.
-const HYP_OWNED: Annotation = Annotation {
+pub(crate) const HYP_OWNED: Annotation = Annotation {
     owner: owner::HYP,
     meta: 0,
 };
@@ -77,7 +77,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
 
     /// The metadata of a RAM range, which must lie in one region (`Perm`
     /// otherwise: MMIO given as RAM, or a range crossing a region's end).
-    fn ram_range(&self, range: PfnRange) -> Result<&'m [PageMeta], Error> {
+    pub(crate) fn ram_range(&self, range: PfnRange) -> Result<&'m [PageMeta], Error> {
         match self.ram.in_one_region(range) {
             true => Ok(self.ram.metas(range)),
             false => Err(Error::Perm),
@@ -253,7 +253,12 @@ impl<'m, P: Platform> MemProtect<'m, P> {
     }
 
     /// Table pages for a host annotation and an EL2 mapping of `range`.
-    fn reserve_both(&self, host: &mut HostGuard<'_, P>, hyp: &HypGuard<'_, P>, range: PfnRange) -> Result<(), Error> {
+    pub(crate) fn reserve_both(
+        &self,
+        host: &mut HostGuard<'_, P>,
+        hyp: &HypGuard<'_, P>,
+        range: PfnRange,
+    ) -> Result<(), Error> {
         let geo = *host.s2.geometry();
         host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;
         match hyp.s1.mm().can_allocate(tables_needed(hyp.s1.geometry(), range.size())) {
@@ -310,7 +315,7 @@ fn is_shared_with_hyp(m: &PageMeta) -> bool {
 
 /// A commit step that the check guaranteed: failing it means Warden's own
 /// bookkeeping is wrong, which stops the machine.
-fn checked_step<T, E: core::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+pub(crate) fn checked_step<T, E: core::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     match r {
         Ok(v) => v,
         Err(e) => panic!("ownership invariant broken: {what} failed after its check ({e:?})"),

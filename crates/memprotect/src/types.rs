@@ -90,8 +90,38 @@ impl Region {
 pub mod owner {
     /// The hypervisor.
     pub const HYP: u8 = 1;
-    /// A guest (metadata: handle and gfn).
+    /// A guest (metadata: [`super::guest_meta`] of its handle and gfn).
     pub const GUEST: u8 = 2;
+    /// In a guest stage-2: the host force-reclaimed this page; the guest's
+    /// next access faults.
+    pub const GUEST_POISONED: u8 = 0xff;
+}
+
+/// A guest's handle: its slot in the VM table, plus one (1..=[`MAX_VMS`]).
+pub type Handle = u16;
+
+/// How many guests can exist at once.
+pub const MAX_VMS: usize = 8;
+
+/// Pages in the one block size a host share with a guest may use (2 MiB).
+pub const BLOCK_PAGES: u64 = 512;
+
+/// The largest guest IPA size: the gfn must fit the annotation metadata
+/// next to the 16-bit handle.
+pub const GUEST_MAX_IPA_BITS: u8 = 47;
+
+/// The smallest guest IPA size.
+pub const GUEST_MIN_IPA_BITS: u8 = 32;
+
+/// Host stage-2 annotation metadata recording that guest `handle` holds a
+/// donated page at `gfn`: the handle in bits 15:0, the gfn above.
+pub const fn guest_meta(handle: Handle, gfn: u64) -> u64 {
+    handle as u64 | gfn << 16
+}
+
+/// The handle and gfn recorded by [`guest_meta`].
+pub const fn guest_meta_decode(meta: u64) -> (Handle, u64) {
+    ((meta & 0xffff) as Handle, meta >> 16)
 }
 
 /// What the host may do with a range after an ownership change: what the
@@ -116,6 +146,14 @@ pub trait OwnershipHook {
 /// A hook that does nothing.
 impl OwnershipHook for () {
     fn host_ownership_changed(&mut self, _: u64, _: u64, _: HostAccess) {}
+}
+
+/// Clears a page that held a guest's data before the host may see it again
+/// (at EL2: zero it through the fixmap and clean it to the point of
+/// coherency). Called under the host lock.
+pub trait Poison {
+    /// Clear the page at `pa`.
+    fn poison(&mut self, pa: u64);
 }
 
 /// What handling a host stage-2 abort decided.

@@ -85,6 +85,15 @@ impl OwnershipHook for Hook {
     }
 }
 
+/// Poisoned pages, recorded (guests are not exercised here, so none).
+struct Poisoned(Arc<StdMutex<Vec<u64>>>);
+
+impl Poison for Poisoned {
+    fn poison(&mut self, pa: u64) {
+        self.0.lock().unwrap().push(pa >> 12);
+    }
+}
+
 struct Threaded;
 
 impl Platform for Threaded {
@@ -94,6 +103,9 @@ impl Platform for Threaded {
     type HypMm = ArenaMm;
     type HypTlb = CountingTlb;
     type Hook = Hook;
+    type GuestMm = ArenaMm;
+    type GuestTlb = CountingTlb;
+    type Poison = Poisoned;
 }
 
 const RAM: [Region; 2] = [
@@ -161,8 +173,13 @@ fn four_threads_agree_with_the_spec_in_lock_order() {
     let s1 = Regime::El2Stage1 { va_bits: 48 };
     let hyp_s1 = PageTable::new(s1, ArenaMm::new(0x20_0000_0000, 4096), CountingTlb::default()).unwrap();
     let events = Events::default();
-    let mp: &'static MemProtect<'static, Threaded> =
-        Box::leak(Box::new(MemProtect::new(ram, host_s2, hyp_s1, Hook(events.clone()))));
+    let mp: &'static MemProtect<'static, Threaded> = Box::leak(Box::new(MemProtect::new(
+        ram,
+        host_s2,
+        hyp_s1,
+        Hook(events.clone()),
+        Poisoned(Default::default()),
+    )));
 
     let (done, finished) = mpsc::channel();
     let start = Arc::new(Barrier::new(THREADS as usize));

@@ -251,6 +251,16 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         self.update_leaves(ia, size, desc::AF, 0, None)
     }
 
+    /// Set the software bits (58:55) of the valid leaves in the range to
+    /// `sw` (`InvalidAttrs` above 0xf). No invalidation: the hardware
+    /// ignores these bits, so a cached copy of the old value is harmless.
+    pub fn set_sw(&mut self, ia: u64, size: u64, sw: u8) -> Result<(), Error> {
+        if sw > 0xf {
+            return Err(Error::InvalidAttrs);
+        }
+        self.update_leaves(ia, size, (sw as u64) << desc::SW_SHIFT, desc::SW_MASK, None)
+    }
+
     /// Clear the access flag on the valid leaves in the range and say
     /// whether any had it. No invalidation, as in KVM: a stale "young" TLB
     /// entry only delays ageing.
@@ -520,7 +530,8 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
     }
 
     /// Set and clear descriptor bits on the valid leaves in the range
-    /// (splitting blocks that stick out), then invalidate with `scope`.
+    /// (clear first, so `set` may rewrite a cleared field; splitting blocks that
+    /// stick out), then invalidate with `scope`.
     fn update_leaves(&mut self, ia: u64, size: u64, set: u64, clear: u64, scope: Option<Scope>) -> Result<(), Error> {
         let end = self.check_range(ia, size)?;
         if size == 0 {
@@ -536,7 +547,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
             &mut |_, ctx, _| match ctx.old.kind(ctx.level) {
                 Kind::Locked => Err(Error::Locked),
                 Kind::Leaf => {
-                    let new = Desc((ctx.old.0 | set) & !clear);
+                    let new = Desc((ctx.old.0 & !clear) | set);
                     let a = new.attrs(&regime);
                     let stage1 = matches!(regime, Regime::El2Stage1 { .. });
                     if (a.perms.x && a.mem == crate::MemType::Device) || (stage1 && a.perms.w && a.perms.x) {
@@ -552,7 +563,7 @@ impl<M: MmOps, T: TlbOps> PageTable<M, T> {
         let mut pending = Pending::new();
         let res = self.walk(ia, size, WalkFlags::LEAF, &mut |pt, ctx, _| {
             if ctx.old.kind(ctx.level) == Kind::Leaf {
-                let new = Desc((ctx.old.0 | set) & !clear);
+                let new = Desc((ctx.old.0 & !clear) | set);
                 if new != ctx.old {
                     pt.mm.write_desc(ctx.entry_pa, new.0);
                     if scope.is_some() {

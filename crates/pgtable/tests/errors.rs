@@ -323,3 +323,26 @@ fn splitting_an_empty_range_changes_nothing() {
     assert_eq!(pt.split(4096, 0), Ok(()));
     assert_eq!(pt.get_leaf(4096).unwrap().1, 2);
 }
+
+#[test]
+fn set_sw_rewrites_only_software_bits() {
+    let mut pt = s2(40);
+    pt.map(0, 2 << 20, 0, RW, MapPolicy::BLOCKS).unwrap();
+    let (before, level) = pt.get_leaf(0).unwrap();
+    assert_eq!(level, 2);
+    assert_eq!(pt.set_sw(0, 2 << 20, 16), Err(Error::InvalidAttrs));
+    assert_eq!(pt.get_leaf(0).unwrap().0, before);
+    pt.set_sw(0, 2 << 20, 0x9).unwrap();
+    let (after, level) = pt.get_leaf(0).unwrap();
+    assert_eq!(level, 2, "no split for a whole leaf");
+    assert_eq!(after.attrs(pt.regime()).sw, 0x9);
+    assert_eq!(after.oa(), before.oa());
+    assert_eq!(
+        after.attrs(pt.regime()).perms,
+        before.attrs(pt.regime()).perms,
+        "permissions kept"
+    );
+    // Empty entries stay empty.
+    pt.set_sw(4 << 20, 4096, 3).unwrap();
+    assert!(!pt.get_leaf(4 << 20).unwrap().0.is_valid());
+}

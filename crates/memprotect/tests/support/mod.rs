@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use warden_archmodel::machine::TableId;
@@ -25,6 +26,18 @@ impl OwnershipHook for Recorder {
     }
 }
 
+/// The recorded poisoned pages (pfns), in order.
+pub type Poisoned = Rc<RefCell<Vec<u64>>>;
+
+/// A poisoner that records.
+pub struct PoisonRecorder(pub Poisoned);
+
+impl Poison for PoisonRecorder {
+    fn poison(&mut self, pa: u64) {
+        self.0.borrow_mut().push(pa >> 12);
+    }
+}
+
 /// The test platform.
 pub struct ModelPlatform;
 
@@ -35,6 +48,9 @@ impl Platform for ModelPlatform {
     type HypMm = ModelMm;
     type HypTlb = ModelTlb;
     type Hook = Recorder;
+    type GuestMm = ModelMm;
+    type GuestTlb = ModelTlb;
+    type Poison = PoisonRecorder;
 }
 
 /// RAM: two regions with an MMIO hole between them and below.
@@ -63,6 +79,10 @@ pub struct World {
     pub hyp_id: TableId,
     /// Hook calls.
     pub events: Events,
+    /// Poisoned pages.
+    pub poisoned: Poisoned,
+    /// The model table of each guest, by handle.
+    pub guests: RefCell<BTreeMap<Handle, TableId>>,
 }
 
 /// A fresh machine with `ram`, 2 CPUs, a 48-bit host stage-2 with FWB.
@@ -86,13 +106,22 @@ pub fn world(ram: &[Region]) -> World {
     );
     let (hyp_s1, hyp_id) = new_table(&m, Regime::El2Stage1 { va_bits: 48 });
     let events = Events::default();
-    let mp = MemProtect::new(map, host_s2, hyp_s1, Recorder(events.clone()));
+    let poisoned = Poisoned::default();
+    let mp = MemProtect::new(
+        map,
+        host_s2,
+        hyp_s1,
+        Recorder(events.clone()),
+        PoisonRecorder(poisoned.clone()),
+    );
     World {
         m,
         mp,
         host_id,
         hyp_id,
         events,
+        poisoned,
+        guests: RefCell::default(),
     }
 }
 
@@ -153,5 +182,63 @@ impl World {
     pub fn assert_clean(&self) {
         assert_no_violations(&self.m);
         assert_eq!(self.m.borrow().unclean_count(), 0, "an entry awaits invalidation");
+    }
+}
+
+/// IPA size of the guests the tests create.
+pub const GUEST_IPA_BITS: u8 = 40;
+
+/// What a guest reaches at one IPA: output address and R/W/X.
+pub type GuestAccess = (u64, bool, bool, bool);
+
+impl World {
+    /// Create a guest with a fresh 40-bit stage-2 in the model, VMID
+    /// `vmid`, donating `meta_nr` pages at `meta_pfn` as its metadata.
+    pub fn init_vm(&self, protected: bool, vmid: u16, meta_pfn: u64, meta_nr: u64) -> Result<Handle, Error> {
+        let regime = Regime::Stage2 {
+            ipa_bits: GUEST_IPA_BITS,
+            vmid,
+            fwb: true,
+        };
+        let (s2, id) = new_table(&self.m, regime);
+        let h = self.mp.init_vm(s2, protected, meta_pfn, meta_nr)?;
+        self.guests.borrow_mut().insert(h, id);
+        Ok(h)
+    }
+
+    /// Finish tearing down guest `h`; its model table is gone on success
+    /// and every one of its table pages was freed. Returns how many table
+    /// pages it had.
+    pub fn finalize(&self, h: Handle) -> Result<usize, Error> {
+        let pages = self.mp.with_guest(h, |g| g.s2.mm().refs.len()).unwrap_or(0);
+        let (mm, _) = self.mp.finalize_teardown_vm(h)?;
+        assert!(mm.refs.is_empty(), "guest table pages left: {:?}", mm.refs);
+        self.guests.borrow_mut().remove(&h);
+        Ok(pages)
+    }
+
+    /// What guest `h` reaches at `gfn` through its stage-2 as CPU `cpu`
+    /// sees it (TLB included): `None` on a fault.
+    pub fn guest_access(&self, cpu: usize, h: Handle, gfn: u64) -> Option<GuestAccess> {
+        let id = *self.guests.borrow().get(&h)?;
+        self.m
+            .borrow_mut()
+            .translate(cpu, id, gfn << 12)
+            .ok()
+            .map(|t| (t.oa, t.read, t.write, t.exec))
+    }
+
+    /// What the host reaches at `pfn` as CPU `cpu` sees it (TLB included).
+    pub fn host_access_on(&self, cpu: usize, pfn: u64) -> Option<(bool, bool, bool)> {
+        self.m
+            .borrow_mut()
+            .translate(cpu, self.host_id, pfn << 12)
+            .ok()
+            .map(|t| (t.read, t.write, t.exec))
+    }
+
+    /// Table pages the model has allocated (all tables).
+    pub fn allocated_pages(&self) -> usize {
+        self.m.borrow().mem.allocated_pages()
     }
 }
