@@ -706,7 +706,19 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         if guest.has_mappings() {
             return Err(Error::Busy);
         }
+        // The metadata must still be the hyp's (hyp_donate_host's checks:
+        // Warden's own code could have handed it back early).
         let range = guest.meta;
+        let metas = self.ram.metas(range);
+        if !metas
+            .iter()
+            .all(|m| m.hyp() == PageState::Owned && m.host() == PageState::NoPage)
+        {
+            return Err(Error::Perm);
+        }
+        if metas.iter().any(|m| m.pins() != 0) {
+            return Err(Error::Busy);
+        }
         let geo = *host.s2.geometry();
         host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;
         // Commit.

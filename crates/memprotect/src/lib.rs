@@ -16,9 +16,9 @@
 //! (feature `spec`).
 #![no_std]
 
+pub mod guest;
 #[cfg(feature = "spec")]
 pub mod harness;
-pub mod guest;
 pub mod host;
 pub mod protect;
 pub mod ram;

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Barrier, Mutex as StdMutex};
 use std::time::Duration;
 
 use lock_api::{GuardSend, RawMutex};
-use warden_memprotect::harness::{replay, run, Op, Outcome};
+use warden_memprotect::harness::{assert_guests_agree, replay, run, GuestTables, Op, Outcome};
 use warden_memprotect::spec::Spec;
 use warden_memprotect::*;
 use warden_pgtable::testutil::{ArenaMm, CountingTlb};
@@ -85,7 +85,7 @@ impl OwnershipHook for Hook {
     }
 }
 
-/// Poisoned pages, recorded (guests are not exercised here, so none).
+/// Poisoned pages, recorded.
 struct Poisoned(Arc<StdMutex<Vec<u64>>>);
 
 impl Poison for Poisoned {
@@ -106,6 +106,21 @@ impl Platform for Threaded {
     type GuestMm = ArenaMm;
     type GuestTlb = CountingTlb;
     type Poison = Poisoned;
+}
+
+/// Each thread makes its guest tables in arenas of its own.
+struct Tables(u64);
+
+impl GuestTables<Threaded> for Tables {
+    fn new_s2(&mut self, ipa_bits: u8, vmid: u16) -> PageTable<ArenaMm, CountingTlb> {
+        self.0 += 1 << 24;
+        let s2 = Regime::Stage2 {
+            ipa_bits,
+            vmid,
+            fwb: true,
+        };
+        PageTable::new(s2, ArenaMm::new(0x40_0000_0000 + self.0, 64), CountingTlb::default()).unwrap()
+    }
 }
 
 const RAM: [Region; 2] = [
@@ -136,7 +151,25 @@ impl Rng {
         let hot = (RAM[0].base >> 12) + self.next() % 8;
         let mmio = MMIO + self.next() % 3;
         let nr = 1 + self.next() % 3;
-        match self.next() % 10 {
+        let h = 1 + (self.next() % 2) as Handle;
+        let gfn = self.next() % 4;
+        match self.next() % 20 {
+            10 => Op::InitVm {
+                protected: self.next().is_multiple_of(2),
+                ipa_bits: 40,
+                vmid: 1 + (self.next() % 3) as u16,
+                pfn: (RAM[1].base >> 12) + self.next() % 4,
+                nr: 1,
+            },
+            11 => Op::ShareGuest(h, hot, gfn, 1, Perms::RW),
+            12 => Op::UnshareGuest(h, gfn, 1),
+            13 => Op::DonateGuest(h, hot, gfn),
+            14 => Op::GuestShareHost(h, gfn),
+            15 => Op::GuestUnshareHost(h, gfn),
+            16 => Op::ForceReclaim(hot),
+            17 => Op::StartTeardown(h),
+            18 => Op::ReclaimGuest(h, gfn),
+            19 => Op::FinalizeVm(h),
             0 => Op::ShareHyp(hot),
             1 => Op::UnshareHyp(hot),
             2 => Op::Pin(hot, nr),
@@ -173,12 +206,13 @@ fn four_threads_agree_with_the_spec_in_lock_order() {
     let s1 = Regime::El2Stage1 { va_bits: 48 };
     let hyp_s1 = PageTable::new(s1, ArenaMm::new(0x20_0000_0000, 4096), CountingTlb::default()).unwrap();
     let events = Events::default();
+    let poisoned: Arc<StdMutex<Vec<u64>>> = Default::default();
     let mp: &'static MemProtect<'static, Threaded> = Box::leak(Box::new(MemProtect::new(
         ram,
         host_s2,
         hyp_s1,
         Hook(events.clone()),
-        Poisoned(Default::default()),
+        Poisoned(poisoned.clone()),
     )));
 
     let (done, finished) = mpsc::channel();
@@ -190,9 +224,10 @@ fn four_threads_agree_with_the_spec_in_lock_order() {
             start.wait();
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
             let mut log = Vec::with_capacity(OPS_PER_THREAD);
+            let mut tables = Tables(t << 40);
             for _ in 0..OPS_PER_THREAD {
                 let op = rng.op();
-                let outcome = run(mp, op);
+                let outcome = run(mp, &mut tables, op);
                 log.push((TICKET.with(Cell::get), t, op, outcome));
                 // Give the other threads a turn now and then, outside any
                 // lock, so that calls interleave even with few cores.
@@ -237,6 +272,12 @@ fn four_threads_agree_with_the_spec_in_lock_order() {
         spec.take_hook_events(),
         "hook calls in lock order"
     );
+    assert_eq!(
+        *poisoned.lock().unwrap(),
+        spec.take_poisoned(),
+        "pages poisoned, in lock order"
+    );
+    assert_guests_agree(mp, &spec);
     for pfn in (RAM[0].base >> 12)..(RAM[0].base >> 12) + 12 {
         let page = spec.page(pfn);
         assert_eq!(mp.host_state(pfn), Some(page.host), "host state of {pfn:#x}");

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use warden_archmodel::machine::TableId;
+use warden_memprotect::harness::GuestTables;
 use warden_memprotect::spec::Annotation as SpecAnnotation;
 use warden_memprotect::*;
 use warden_pgtable::testutil::model::{assert_no_violations, machine, new_table, ModelMm, ModelTlb, Shared};
@@ -128,8 +129,8 @@ pub fn world(ram: &[Region]) -> World {
 /// The concrete state of one page, in the spec's terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Abstract {
-    /// Host state, hyp state, pins (RAM only).
-    pub page: Option<(PageState, PageState, u32)>,
+    /// Host state, hyp state, pins, guest shares (RAM only).
+    pub page: Option<(PageState, PageState, u32, u32)>,
     /// The host stage-2 annotation.
     pub annotation: Option<SpecAnnotation>,
     /// Mapped at EL2.
@@ -139,7 +140,11 @@ pub struct Abstract {
 impl World {
     /// Read page `pfn`'s concrete state back.
     pub fn abstract_page(&self, pfn: u64) -> Abstract {
-        let page = self.mp.ram().meta(pfn).map(|m| (m.host(), m.hyp(), m.pins() as u32));
+        let page = self
+            .mp
+            .ram()
+            .meta(pfn)
+            .map(|m| (m.host(), m.hyp(), m.pins() as u32, m.guest_shares()));
         let annotation = self
             .mp
             .host_s2_entry(pfn)
@@ -159,7 +164,7 @@ impl World {
     pub fn spec_page(spec: &warden_memprotect::spec::Spec, pfn: u64) -> Abstract {
         let page = spec.is_ram(pfn).then(|| {
             let p = spec.page(pfn);
-            (p.host, p.hyp, p.pins)
+            (p.host, p.hyp, p.pins, p.guest_shares)
         });
         Abstract {
             page,
@@ -188,6 +193,47 @@ impl World {
 /// IPA size of the guests the tests create.
 pub const GUEST_IPA_BITS: u8 = 40;
 
+/// Guest tables in the model for the harness's `Op::InitVm`, registered
+/// with the world by handle.
+pub struct WorldTables<'w>(pub &'w World, Option<TableId>);
+
+impl<'w> WorldTables<'w> {
+    /// Tables for `w`.
+    pub fn new(w: &'w World) -> Self {
+        WorldTables(w, None)
+    }
+}
+
+impl GuestTables<ModelPlatform> for WorldTables<'_> {
+    fn new_s2(&mut self, ipa_bits: u8, vmid: u16) -> warden_pgtable::testutil::model::ModelTable {
+        let regime = Regime::Stage2 {
+            ipa_bits,
+            vmid,
+            fwb: true,
+        };
+        let (s2, id) = new_table(&self.0.m, regime);
+        self.1 = Some(id);
+        s2
+    }
+
+    fn created(&mut self, h: Handle) {
+        let id = self.1.take().expect("a table was made");
+        self.0.guests.borrow_mut().insert(h, id);
+    }
+
+    fn refused(&mut self) {
+        let id = self.1.take().expect("a table was made");
+        self.0.m.borrow_mut().unregister_table(id);
+    }
+
+    fn finalized(&mut self, h: Handle, mm: ModelMm) {
+        assert!(mm.refs.is_empty(), "guest table pages left: {:?}", mm.refs);
+        if let Some(id) = self.0.guests.borrow_mut().remove(&h) {
+            self.0.m.borrow_mut().unregister_table(id);
+        }
+    }
+}
+
 /// What a guest reaches at one IPA: output address and R/W/X.
 pub type GuestAccess = (u64, bool, bool, bool);
 
@@ -201,9 +247,17 @@ impl World {
             fwb: true,
         };
         let (s2, id) = new_table(&self.m, regime);
-        let h = self.mp.init_vm(s2, protected, meta_pfn, meta_nr)?;
-        self.guests.borrow_mut().insert(h, id);
-        Ok(h)
+        match self.mp.init_vm(s2, protected, meta_pfn, meta_nr) {
+            Ok(h) => {
+                self.guests.borrow_mut().insert(h, id);
+                Ok(h)
+            }
+            Err(e) => {
+                // The refused table was destroyed: the model forgets it.
+                self.m.borrow_mut().unregister_table(id);
+                Err(e)
+            }
+        }
     }
 
     /// Finish tearing down guest `h`; its model table is gone on success
@@ -213,7 +267,9 @@ impl World {
         let pages = self.mp.with_guest(h, |g| g.s2.mm().refs.len()).unwrap_or(0);
         let (mm, _) = self.mp.finalize_teardown_vm(h)?;
         assert!(mm.refs.is_empty(), "guest table pages left: {:?}", mm.refs);
-        self.guests.borrow_mut().remove(&h);
+        if let Some(id) = self.guests.borrow_mut().remove(&h) {
+            self.m.borrow_mut().unregister_table(id);
+        }
         Ok(pages)
     }
 
@@ -224,6 +280,16 @@ impl World {
         self.m
             .borrow_mut()
             .translate(cpu, id, gfn << 12)
+            .ok()
+            .map(|t| (t.oa, t.read, t.write, t.exec))
+    }
+
+    /// What guest `h`'s stage-2 grants at `gfn` (the tables, no TLB).
+    pub fn guest_walk(&self, h: Handle, gfn: u64) -> Option<GuestAccess> {
+        let id = *self.guests.borrow().get(&h)?;
+        self.m
+            .borrow()
+            .walk(id, gfn << 12)
             .ok()
             .map(|t| (t.oa, t.read, t.write, t.exec))
     }
