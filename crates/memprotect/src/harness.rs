@@ -299,6 +299,13 @@ pub fn assert_guests_agree<P: Platform>(mp: &MemProtect<'_, P>, s: &Spec) {
     }
 }
 
+/// Decode fuzzer input into calls, 10 bytes each (a trailing partial step
+/// is ignored). Other crates' differential tests (the IOMMU shadow) drive
+/// the same hostile sequences through it.
+pub fn decode_ops(data: &[u8]) -> Vec<Op> {
+    data.chunks_exact(10).map(decode).collect()
+}
+
 /// Decode one 10-byte step of fuzzer input.
 fn decode(step: &[u8]) -> Op {
     let (p, n) = (pfn(&step[1..]), nr(step[9]));

@@ -1,0 +1,64 @@
+//! The IOMMU-driver trait and the ownership hook that drives it.
+
+use warden_memprotect::{HostAccess, OwnershipHook};
+
+use crate::prot::IommuProt;
+
+/// Why an IOMMU operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IommuError {
+    /// A malformed request (range, configuration).
+    Inval,
+    /// No table page for the update.
+    NoMem,
+    /// The hardware lacks something Warden needs (e.g. stage-2
+    /// translation); the string says what.
+    Unsupported(&'static str),
+    /// The hardware did not answer in time (e.g. a command-queue sync).
+    Timeout,
+    /// The hardware reported an error (e.g. a command-queue error).
+    Hardware(&'static str),
+    /// The operation is not implemented by this driver.
+    NotImplemented,
+}
+
+/// What Warden needs from an IOMMU driver.
+pub trait IommuDriver {
+    /// Take the hardware over: every stream translates the host's DMA
+    /// through the shadow (or aborts), and nothing bypasses it.
+    fn init(&mut self) -> Result<(), IommuError>;
+
+    /// Identity-map `[base, base + size)` for host DMA with `prot`
+    /// ([`IommuProt::NONE`] unmaps), invalidating whatever the IOMMU cached
+    /// before returning.
+    fn idmap(&mut self, base: u64, size: u64, prot: IommuProt) -> Result<(), IommuError>;
+
+    /// A trapped host access to the IOMMU's registers (trap-and-emulate, as
+    /// the pKVM SMMUv3 series v4+): the offset, whether it writes, and the
+    /// value written; returns the value read.
+    fn handle_trap(&mut self, _offset: u64, _write: bool, _value: u64) -> Result<u64, IommuError> {
+        Err(IommuError::NotImplemented)
+    }
+
+    /// Attach stream `sid` to a paravirtualized domain (pKVM's earlier
+    /// series); not supported by default.
+    fn attach_domain(&mut self, _sid: u32, _domain: u32) -> Result<(), IommuError> {
+        Err(IommuError::NotImplemented)
+    }
+}
+
+/// The ownership hook that keeps an IOMMU's view in step with the host's:
+/// warden-memprotect calls it under the host lock for every change of what
+/// the host may reach, before the transition returns.
+pub struct IommuHook<D: IommuDriver>(pub D);
+
+impl<D: IommuDriver> OwnershipHook for IommuHook<D> {
+    fn host_ownership_changed(&mut self, base: u64, size: u64, access: HostAccess) {
+        // The shadow's pool is sized like the host stage-2's, so an update
+        // cannot run out of table pages; a hardware failure here would
+        // leave DMA able to reach what the host lost, so it stops Warden.
+        if let Err(e) = self.0.idmap(base, size, IommuProt::of(access)) {
+            panic!("IOMMU update of [{base:#x}, +{size:#x}) to {access:?} failed: {e:?}");
+        }
+    }
+}
