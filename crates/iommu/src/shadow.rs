@@ -11,7 +11,7 @@
 //! operations: the IOMMU's command queue).
 
 use warden_memprotect::ram::MAX_REGIONS;
-use warden_memprotect::{HostAccess, Region};
+use warden_memprotect::Region;
 use warden_pgtable::{Ctx, Error as PgError, MapPolicy, MmOps, PageTable, Regime, TlbOps, WalkFlags};
 
 use crate::driver::{IommuDriver, IommuError};
@@ -23,7 +23,6 @@ pub struct HostShadow<M: MmOps, T: TlbOps> {
     ram: [Region; MAX_REGIONS],
     regions: usize,
     pa_bits: u32,
-    updates: u64,
 }
 
 impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
@@ -46,7 +45,6 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
             ram: regions,
             regions: ram.len(),
             pa_bits,
-            updates: 0,
         })
     }
 
@@ -59,15 +57,6 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
     /// The shadow's table, mutably (tests, diagnostics).
     pub fn table_mut(&mut self) -> &mut PageTable<M, T> {
         &mut self.s2
-    }
-
-    /// How many ownership changes the shadow has followed.
-    pub fn updates(&self) -> u64 {
-        self.updates
-    }
-
-    fn ram(&self) -> &[Region] {
-        &self.ram[..self.regions]
     }
 
     /// Map everything the host may reach now or lazily: every RAM region
@@ -91,39 +80,29 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
             }
         }
         // Runs of annotated pages, unmapped one run at a time.
-        let mut run: Option<(u64, u64)> = None;
-        let mut failed = None;
         let shadow = &mut self.s2;
-        let mut flush = |run: (u64, u64)| match shadow.unmap(run.0, run.1 - run.0) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        let walked = host_s2.walk(0, top, WalkFlags::LEAF, &mut |_, c: &Ctx, _| {
-            if c.old.annotation().is_none() {
-                return Ok(());
-            }
-            let (s, e) = (c.entry_start, c.entry_start + c.entry_size());
-            match run {
-                Some((rs, re)) if re == s => run = Some((rs, e)),
-                Some(r) => {
-                    run = Some((s, e));
-                    if let Err(err) = flush(r) {
-                        failed = Some(err);
-                        return Err(PgError::NoMemory);
-                    }
+        let mut run: Option<(u64, u64)> = None;
+        host_s2
+            .walk(0, top, WalkFlags::LEAF, &mut |_, c: &Ctx, _| {
+                if c.old.annotation().is_none() {
+                    return Ok(());
                 }
-                None => run = Some((s, e)),
-            }
-            Ok(())
-        });
-        if let (Ok(()), Some(r)) = (walked, run) {
-            flush(r).map_err(pg)?;
+                let (s, e) = (c.entry_start, c.entry_start + c.entry_size());
+                match run {
+                    Some((rs, re)) if re == s => run = Some((rs, e)),
+                    Some((rs, re)) => {
+                        run = Some((s, e));
+                        shadow.unmap(rs, re - rs)?;
+                    }
+                    None => run = Some((s, e)),
+                }
+                Ok(())
+            })
+            .map_err(pg)?;
+        if let Some((rs, re)) = run {
+            shadow.unmap(rs, re - rs).map_err(pg)?;
         }
-        match (walked, failed) {
-            (_, Some(e)) => Err(pg(e)),
-            (Err(e), None) => Err(pg(e)),
-            (Ok(()), None) => Ok(()),
-        }
+        Ok(())
     }
 
     /// Make `[base, base + size)` grant `prot` (unmapped for
@@ -134,19 +113,6 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
             false => self.s2.map(base, size, base, prot.attrs(), MapPolicy::BLOCKS),
         };
         r.map_err(pg)
-    }
-
-    /// Follow an ownership change: the host now reaches `[base, base +
-    /// size)` with `access`.
-    pub fn apply(&mut self, base: u64, size: u64, access: HostAccess) -> Result<(), IommuError> {
-        self.updates += 1;
-        // MMIO handed back is device memory even if the caller says Mem:
-        // the kind of memory is the RAM map's to decide, not the caller's.
-        let prot = match access {
-            HostAccess::Mem if !self.ram().iter().any(|r| r.contains(base)) => IommuProt::MMIO,
-            other => IommuProt::of(other),
-        };
-        self.map(base, size, prot)
     }
 }
 
@@ -165,7 +131,6 @@ impl<M: MmOps, T: TlbOps> IommuDriver for HostShadow<M, T> {
     }
 
     fn idmap(&mut self, base: u64, size: u64, prot: IommuProt) -> Result<(), IommuError> {
-        self.updates += 1;
         self.map(base, size, prot)
     }
 }

@@ -11,17 +11,17 @@
 
 use core::marker::PhantomData;
 
-use lock_api::{MappedMutexGuard, MutexGuard};
+use lock_api::{MappedMutexGuard, Mutex, MutexGuard};
 use warden_pgtable::config::level_size;
 use warden_pgtable::{
-    Annotation, Attrs, Ctx, Desc, Error as PgError, Kind, MapPolicy, MemType, MmOps, PageTable, Perms, Regime, Scope,
-    TlbOps, Tlbi, WalkFlags,
+    Annotation, Attrs, Barrier, Ctx, Desc, Error as PgError, Kind, MapPolicy, MemType, MmOps, PageTable, Perms, Regime,
+    Scope, TlbOps, Tlbi, WalkFlags,
 };
 
 use crate::host::{tables_needed, HOST_MEM};
 use crate::protect::{HostGuard, HypGuard, MemProtect, Platform};
 use crate::ram::{PageMeta, PfnRange};
-use crate::transition::{checked_step, HYP_MEM, HYP_OWNED};
+use crate::transition::{checked_step, GIVE_BACK};
 use crate::types::{
     guest_meta, guest_meta_decode, owner, Error, Handle, HostAccess, OwnershipHook, PageState, Poison, BLOCK_PAGES,
     GUEST_MAX_IPA_BITS, GUEST_MIN_IPA_BITS, MAX_VMS, PAGE_SHIFT, PAGE_SIZE,
@@ -227,13 +227,15 @@ impl<P: Platform> Guest<P> {
 }
 
 impl<'m, P: Platform> MemProtect<'m, P> {
+    /// The slot of handle `h`, if the handle names one.
+    fn slot(&self, h: Handle) -> Option<&Mutex<P::Lock, Option<Guest<P>>>> {
+        (h as usize).checked_sub(1).and_then(|i| self.vms.get(i))
+    }
+
     /// Lock guest `h`'s slot (the caller holds the host lock) and check it
     /// holds a guest `want` can see.
     fn lock_vm(&self, h: Handle, want: Want) -> Result<GuestGuard<'_, P>, Error> {
-        let slot = (h as usize)
-            .checked_sub(1)
-            .and_then(|i| self.vms.get(i))
-            .ok_or(Error::NoEnt)?;
+        let slot = self.slot(h).ok_or(Error::NoEnt)?;
         let guest = MutexGuard::try_map(slot.lock(), |g| g.as_mut()).map_err(|_| Error::NoEnt)?;
         match (want, guest.dying) {
             (Want::Live, true) => Err(Error::NoEnt),
@@ -595,17 +597,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         match self.check_init_vm(&s2, meta_pfn, meta_nr) {
             Ok((mut host, mut hyp, mut slot, index, range)) => {
                 // Commit: the metadata pages become the hyp's, as a donation.
-                let (base, size) = (range.base(), range.size());
-                checked_step(host.s2.annotate(base, size, HYP_OWNED), "host stage-2 annotation");
-                checked_step(
-                    hyp.s1.map(base, size, base, HYP_MEM, MapPolicy::PAGES),
-                    "EL2 map of VM metadata",
-                );
-                for m in self.ram.metas(range) {
-                    m.set_host(PageState::NoPage);
-                    m.set_hyp(PageState::Owned);
-                }
-                host.hook.host_ownership_changed(base, size, HostAccess::None);
+                self.commit_host_to_hyp(&mut host, &mut hyp, range);
                 *slot = Some(Guest {
                     s2,
                     protected,
@@ -660,14 +652,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
             return Err(Error::Inval);
         }
         let range = self.range(meta_pfn, meta_nr)?;
-        let metas = self.ram_range(range)?;
-        if !metas
-            .iter()
-            .all(|m| m.host() == PageState::Owned && m.hyp() == PageState::NoPage)
-        {
-            return Err(Error::Perm);
-        }
-        self.reserve_both(&mut host, &hyp, range)?;
+        self.check_host_to_hyp(&mut host, &hyp, range)?;
         for (index, slot) in self.vms.iter().enumerate() {
             let slot = slot.lock();
             if slot.is_none() {
@@ -694,11 +679,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
     pub fn finalize_teardown_vm(&self, h: Handle) -> Result<(P::GuestMm, P::GuestTlb), Error> {
         let mut host = self.host.lock();
         let mut hyp = self.hyp.lock();
-        let slot = (h as usize)
-            .checked_sub(1)
-            .and_then(|i| self.vms.get(i))
-            .ok_or(Error::NoEnt)?;
-        let mut slot = slot.lock();
+        let mut slot = self.slot(h).ok_or(Error::NoEnt)?.lock();
         let guest = slot.as_mut().ok_or(Error::NoEnt)?;
         if !guest.dying {
             return Err(Error::Perm);
@@ -709,67 +690,42 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         // The metadata must still be the hyp's (hyp_donate_host's checks:
         // Warden's own code could have handed it back early).
         let range = guest.meta;
-        let metas = self.ram.metas(range);
-        if !metas
-            .iter()
-            .all(|m| m.hyp() == PageState::Owned && m.host() == PageState::NoPage)
-        {
-            return Err(Error::Perm);
-        }
-        if metas.iter().any(|m| m.pins() != 0) {
-            return Err(Error::Busy);
-        }
-        let geo = *host.s2.geometry();
-        host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;
+        self.check_hyp_to_host(&mut host, range)?;
         // Commit.
         let Some(mut guest) = slot.take() else {
-            unreachable!("checked above under the same lock")
+            return Err(Error::NoEnt);
         };
         let vmid = match *guest.s2.regime() {
             Regime::Stage2 { vmid, .. } => vmid,
             Regime::El2Stage1 { .. } => 0,
         };
-        guest.s2.tlb_mut().tlbi(Tlbi::Stage2Vmid {
+        // Nothing of the VMID may stay cached once its table pages are
+        // free: invalidate, and wait for it to complete everywhere.
+        let tlb = guest.s2.tlb_mut();
+        tlb.tlbi(Tlbi::Stage2Vmid {
             vmid,
             scope: Scope::Broadcast,
         });
+        tlb.barrier(Barrier::DsbIsh);
         let (mm, tlb) = guest.s2.destroy();
-        let (base, size) = (range.base(), range.size());
         for pfn in range.pfns() {
             host.poison.poison(pfn << PAGE_SHIFT);
         }
-        checked_step(hyp.s1.unmap(base, size), "EL2 unmap of VM metadata");
-        checked_step(
-            host.s2.map(base, size, base, HOST_MEM, give_back()),
-            "host stage-2 map of VM metadata",
-        );
-        for m in self.ram.metas(range) {
-            m.set_host(PageState::Owned);
-            m.set_hyp(PageState::NoPage);
-        }
-        host.hook.host_ownership_changed(base, size, HostAccess::Mem);
+        self.commit_hyp_to_host(&mut host, &mut hyp, range);
         Ok((mm, tlb))
     }
 
     /// Whether guest `h` exists (live or dying), with its protection and
     /// dying flags.
     pub fn vm_info(&self, h: Handle) -> Option<(bool, bool)> {
-        let slot = (h as usize).checked_sub(1).and_then(|i| self.vms.get(i))?;
+        let slot = self.slot(h)?;
         slot.lock().as_ref().map(|g| (g.protected, g.dying))
     }
 
     /// Run `f` on guest `h` (tests, diagnostics).
     pub fn with_guest<R>(&self, h: Handle, f: impl FnOnce(&mut Guest<P>) -> R) -> Option<R> {
-        let slot = (h as usize).checked_sub(1).and_then(|i| self.vms.get(i))?;
+        let slot = self.slot(h)?;
         slot.lock().as_mut().map(f)
-    }
-}
-
-/// Mapping back into the host stage-2 in place of an annotation.
-fn give_back() -> MapPolicy {
-    MapPolicy {
-        replace_annotations: true,
-        ..MapPolicy::PAGES
     }
 }
 
@@ -889,7 +845,7 @@ impl<P: Platform> GuestChecked<'_, '_, P, GuestShareHost> {
             "guest state update",
         );
         checked_step(
-            self.host.s2.map(pa, PAGE_SIZE, pa, HOST_MEM, give_back()),
+            self.host.s2.map(pa, PAGE_SIZE, pa, HOST_MEM, GIVE_BACK),
             "host stage-2 map of a guest-shared page",
         );
         for m in self.metas() {
@@ -935,7 +891,7 @@ impl<P: Platform> GuestChecked<'_, '_, P, ReclaimGuest> {
         let m = &self.metas()[0];
         if m.host() == PageState::NoPage {
             checked_step(
-                self.host.s2.map(leaf.pa, PAGE_SIZE, leaf.pa, HOST_MEM, give_back()),
+                self.host.s2.map(leaf.pa, PAGE_SIZE, leaf.pa, HOST_MEM, GIVE_BACK),
                 "host stage-2 map of a reclaimed page",
             );
             self.host
@@ -957,7 +913,7 @@ impl<P: Platform> GuestChecked<'_, '_, P, ForceReclaim> {
         );
         self.host.poison.poison(pa);
         checked_step(
-            self.host.s2.map(pa, PAGE_SIZE, pa, HOST_MEM, give_back()),
+            self.host.s2.map(pa, PAGE_SIZE, pa, HOST_MEM, GIVE_BACK),
             "host stage-2 map of a force-reclaimed page",
         );
         for m in self.metas() {
@@ -967,6 +923,5 @@ impl<P: Platform> GuestChecked<'_, '_, P, ForceReclaim> {
     }
 }
 
-/// Guest transitions never touch the hyp lock except creation and
-/// finalization, which take it in order (host, hyp, guest).
-const _: () = assert!(MAX_VMS <= u16::MAX as usize);
+// Handles are slot indices plus one, as a u16.
+const _: () = assert!(MAX_VMS < u16::MAX as usize);

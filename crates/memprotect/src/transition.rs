@@ -12,7 +12,7 @@ use core::marker::PhantomData;
 use warden_pgtable::{Annotation, Attrs, Ctx, Error as PgError, MapPolicy, MemType, MmOps, Perms, WalkFlags};
 
 use crate::host::{tables_needed, HOST_MEM, HOST_MMIO};
-use crate::protect::{HostGuard, HypGuard, MemProtect, Platform};
+use crate::protect::{Host, HostGuard, Hyp, HypGuard, MemProtect, Platform};
 use crate::ram::{PageMeta, PfnRange};
 use crate::types::{owner, Error, HostAccess, OwnershipHook, PageState};
 
@@ -20,6 +20,12 @@ use crate::types::{owner, Error, HostAccess, OwnershipHook, PageState};
 pub(crate) const HYP_MEM: Attrs = Attrs::new(Perms::RW, MemType::NormalWb);
 /// EL2 mapping of MMIO the hypervisor owns.
 const HYP_MMIO: Attrs = Attrs::new(Perms::RW, MemType::Device);
+/// Mapping memory back into the host stage-2 in place of its annotation,
+/// as blocks where alignment allows.
+pub(crate) const GIVE_BACK: MapPolicy = MapPolicy {
+    replace_annotations: true,
+    ..MapPolicy::BLOCKS
+};
 /// The annotation recording that the hypervisor owns a page.
 pub(crate) const HYP_OWNED: Annotation = Annotation {
     owner: owner::HYP,
@@ -157,14 +163,7 @@ impl<'m, P: Platform> MemProtect<'m, P> {
     /// mapping (`NoMem`, after recycling MMIO mappings).
     pub fn check_donate_hyp(&self, pfn: u64, nr: u64) -> Result<Checked<'_, 'm, P, DonateHyp>, Error> {
         let (range, mut host, hyp) = self.begin(pfn, nr)?;
-        let metas = self.ram_range(range)?;
-        if !metas
-            .iter()
-            .all(|m| m.host() == PageState::Owned && m.hyp() == PageState::NoPage)
-        {
-            return Err(Error::Perm);
-        }
-        self.reserve_both(&mut host, &hyp, range)?;
+        self.check_host_to_hyp(&mut host, &hyp, range)?;
         Ok(self.checked(range, host, hyp))
     }
 
@@ -173,6 +172,31 @@ impl<'m, P: Platform> MemProtect<'m, P> {
     /// mapping (`NoMem`).
     pub fn check_hyp_donate_host(&self, pfn: u64, nr: u64) -> Result<Checked<'_, 'm, P, HypDonateHost>, Error> {
         let (range, mut host, hyp) = self.begin(pfn, nr)?;
+        self.check_hyp_to_host(&mut host, range)?;
+        Ok(self.checked(range, host, hyp))
+    }
+
+    /// The checks of a donation of `range` from the host to the hyp, under
+    /// both locks (also VM creation's, for the VM metadata).
+    pub(crate) fn check_host_to_hyp(
+        &self,
+        host: &mut HostGuard<'_, P>,
+        hyp: &HypGuard<'_, P>,
+        range: PfnRange,
+    ) -> Result<(), Error> {
+        let metas = self.ram_range(range)?;
+        if !metas
+            .iter()
+            .all(|m| m.host() == PageState::Owned && m.hyp() == PageState::NoPage)
+        {
+            return Err(Error::Perm);
+        }
+        self.reserve_both(host, hyp, range)
+    }
+
+    /// The checks of a return of `range` from the hyp to the host, under the
+    /// host lock (also VM finalization's, for the VM metadata).
+    pub(crate) fn check_hyp_to_host(&self, host: &mut HostGuard<'_, P>, range: PfnRange) -> Result<(), Error> {
         let metas = self.ram_range(range)?;
         if !metas
             .iter()
@@ -184,8 +208,42 @@ impl<'m, P: Platform> MemProtect<'m, P> {
             return Err(Error::Busy);
         }
         let geo = *host.s2.geometry();
-        host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;
-        Ok(self.checked(range, host, hyp))
+        host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))
+    }
+
+    /// Commit a donation checked by [`Self::check_host_to_hyp`]: record the
+    /// hypervisor as owner in the host stage-2 (the host's mappings go, with
+    /// broadcast invalidation), map the pages at EL2, host NoPage, hyp
+    /// Owned; tell the hook.
+    pub(crate) fn commit_host_to_hyp(&self, host: &mut Host<P>, hyp: &mut Hyp<P>, range: PfnRange) {
+        let (base, size) = (range.base(), range.size());
+        checked_step(host.s2.annotate(base, size, HYP_OWNED), "host stage-2 annotation");
+        checked_step(
+            hyp.s1.map(base, size, base, HYP_MEM, MapPolicy::PAGES),
+            "EL2 map of donated pages",
+        );
+        for m in self.ram.metas(range) {
+            m.set_host(PageState::NoPage);
+            m.set_hyp(PageState::Owned);
+        }
+        host.hook.host_ownership_changed(base, size, HostAccess::None);
+    }
+
+    /// Commit a return checked by [`Self::check_hyp_to_host`]: unmap the
+    /// pages at EL2, map them back into the host stage-2 in place of the
+    /// annotation, host Owned, hyp NoPage; tell the hook.
+    pub(crate) fn commit_hyp_to_host(&self, host: &mut Host<P>, hyp: &mut Hyp<P>, range: PfnRange) {
+        let (base, size) = (range.base(), range.size());
+        checked_step(hyp.s1.unmap(base, size), "EL2 unmap of returned pages");
+        checked_step(
+            host.s2.map(base, size, base, HOST_MEM, GIVE_BACK),
+            "host stage-2 map of returned pages",
+        );
+        for m in self.ram.metas(range) {
+            m.set_host(PageState::Owned);
+            m.set_hyp(PageState::NoPage);
+        }
+        host.hook.host_ownership_changed(base, size, HostAccess::Mem);
     }
 
     /// Check [`DonateMmio`] (seed 000): no page is RAM, none carries an
@@ -375,17 +433,7 @@ impl<P: Platform> Checked<'_, '_, P, DonateHyp> {
     /// mappings go, with broadcast invalidation), map the pages at EL2,
     /// host NoPage, hyp Owned; tell the hook.
     pub fn commit(mut self) {
-        let (base, size) = (self.range.base(), self.range.size());
-        checked_step(self.host.s2.annotate(base, size, HYP_OWNED), "host stage-2 annotation");
-        checked_step(
-            self.hyp.s1.map(base, size, base, HYP_MEM, MapPolicy::PAGES),
-            "EL2 map of donated pages",
-        );
-        for m in self.metas() {
-            m.set_host(PageState::NoPage);
-            m.set_hyp(PageState::Owned);
-        }
-        self.host.hook.host_ownership_changed(base, size, HostAccess::None);
+        self.mp.commit_host_to_hyp(&mut self.host, &mut self.hyp, self.range);
     }
 }
 
@@ -393,21 +441,7 @@ impl<P: Platform> Checked<'_, '_, P, HypDonateHost> {
     /// Unmap the pages at EL2, map them back into the host stage-2 (in
     /// place of the annotation), host Owned, hyp NoPage; tell the hook.
     pub fn commit(mut self) {
-        let (base, size) = (self.range.base(), self.range.size());
-        checked_step(self.hyp.s1.unmap(base, size), "EL2 unmap of returned pages");
-        let give_back = MapPolicy {
-            replace_annotations: true,
-            ..MapPolicy::BLOCKS
-        };
-        checked_step(
-            self.host.s2.map(base, size, base, HOST_MEM, give_back),
-            "host stage-2 map of returned pages",
-        );
-        for m in self.metas() {
-            m.set_host(PageState::Owned);
-            m.set_hyp(PageState::NoPage);
-        }
-        self.host.hook.host_ownership_changed(base, size, HostAccess::Mem);
+        self.mp.commit_hyp_to_host(&mut self.host, &mut self.hyp, self.range);
     }
 }
 
@@ -435,12 +469,8 @@ impl<P: Platform> Checked<'_, '_, P, ReclaimMmio> {
     pub fn commit(mut self) {
         let (base, size) = (self.range.base(), self.range.size());
         checked_step(self.hyp.s1.unmap(base, size), "EL2 unmap of returned MMIO");
-        let give_back = MapPolicy {
-            replace_annotations: true,
-            ..MapPolicy::BLOCKS
-        };
         checked_step(
-            self.host.s2.map(base, size, base, HOST_MMIO, give_back),
+            self.host.s2.map(base, size, base, HOST_MMIO, GIVE_BACK),
             "host stage-2 map of returned MMIO",
         );
         self.host.hook.host_ownership_changed(base, size, HostAccess::Mmio);

@@ -238,9 +238,6 @@ fn run_sequence(ops: Vec<Op>) {
     for op in &ops {
         let outcome = run(&w.mp, &mut tables, *op);
         assert_eq!(outcome, replay(&mut spec, *op), "result of {op:?}");
-        if std::env::var_os("WARDEN_PROPS_STATS").is_some() {
-            eprintln!("STAT {:?} {:?}", std::mem::discriminant(op), outcome);
-        }
         w.assert_clean();
         let events: Vec<_> = w.events.borrow_mut().drain(..).collect();
         assert_eq!(events, spec.take_hook_events(), "hook calls of {op:?}");
