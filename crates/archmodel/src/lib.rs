@@ -30,6 +30,21 @@
 //!   detached table is freed only after the TLBI covering it has completed).
 //!   Linking a subtree back at the very entry it came from is not counted as
 //!   reuse.
+//! * [`mem`] can also track which 64-byte lines the CPU wrote and has not
+//!   cleaned to the point of coherency ([`PhysMem::set_track_dirty`],
+//!   [`PhysMem::clean`], [`PhysMem::is_dirty`]; off by default), for
+//!   non-coherent device models.
+//! * [`smmu`]: an Arm SMMUv3 (IHI 0070) as seen by a stage-2-only driver:
+//!   ID registers from a [`SmmuConfig`], `CR0`/`CR0ACK`, `GBPA`, `GERROR`/
+//!   `GERRORN`, linear and 2-level Stream tables, the Command queue
+//!   (`CMD_CFGI_*`, `CMD_TLBI_*` including range invalidation, `CMD_SYNC`,
+//!   `CERROR_ILL`/`CERROR_ABT` and recovery), the Event queue with overflow,
+//!   STE validity, stage-2 translation through [`mod@walk`] with the
+//!   architectural fault events, an STE cache and a VMID-tagged TLB whose
+//!   invalidations complete only at a `CMD_SYNC` (so a missing SYNC shows up
+//!   as a stale translation, see [`Smmu::stale_entries`]), reads of
+//!   uncleaned lines by a non-coherent SMMU, and injected command-queue
+//!   stalls and errors. Driver misuse is recorded as [`SmmuViolation`]s.
 //!
 //! # What it does not model
 //!
@@ -46,6 +61,12 @@
 //! * Combined stage-1+2 entries, ASIDs, VHE (EL2&0), the contiguous hint as a
 //!   TLB optimisation, FEAT_BBM levels 1 and 2, 16/64 KiB granules, 52-bit
 //!   addresses, memory-type combination of stages.
+//! * In the SMMU: stage 1 (CDs; stage-1 STEs are `C_BAD_STE`), ATS/PRI, MSIs,
+//!   stalls, broadcast TLB maintenance, HTTU, Secure/Realm interfaces, ECMDQ,
+//!   walk caches, attribute overrides, event merging, and whether a driver
+//!   invalidates its cache before reading event records. Register updates
+//!   with an acknowledge (`CR0ACK`, `IRQ_CTRLACK`, `GBPA.Update`) complete at
+//!   once.
 //!
 //! # Independence rule
 //!
@@ -57,8 +78,10 @@
 
 pub mod machine;
 pub mod mem;
+pub mod smmu;
 pub mod walk;
 
 pub use machine::{CleanStage, Dsb, Event, Machine, Reuse, Stats, TableId, Tlbi, Violation};
-pub use mem::{DescSource, PhysMem, PAGE_SIZE};
+pub use mem::{DescSource, PhysMem, LINE_SIZE, PAGE_SIZE};
+pub use smmu::{DmaDir, DmaErr, DmaOk, Smmu, SmmuConfig, SmmuEvent, SmmuInject, SmmuStats, SmmuViolation, Stale};
 pub use walk::{check_access, walk, Access, Fault, FaultKind, MemType, Regime, RegimeError, Translation};

@@ -6,12 +6,20 @@
 //! out zeroed, naturally aligned runs of 4 KiB pages, so it can back both
 //! ordinary table pages and concatenated stage-2 roots (which must be aligned
 //! to their total size).
+//!
+//! Optionally (off by default, see [`PhysMem::set_track_dirty`]) it tracks
+//! which 64-byte cache lines the CPU has written but not yet cleaned to the
+//! point of coherency, so that a model of a non-coherent device (the SMMU
+//! model in [`crate::smmu`]) can tell when it reads memory the CPU may still
+//! hold only in its caches.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Size of a translation granule page (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;
 const WORDS_PER_PAGE: usize = (PAGE_SIZE / 8) as usize;
+/// Size of a cache line for dirty tracking (64 bytes).
+pub const LINE_SIZE: u64 = 64;
 
 /// Simulated physical memory: a window `[base, base + size)`, sparse page
 /// storage, and a page allocator with an optional limit.
@@ -30,6 +38,10 @@ pub struct PhysMem {
     limit: Option<usize>,
     total_allocs: u64,
     failed_allocs: u64,
+    /// Whether CPU writes mark their cache line dirty.
+    track_dirty: bool,
+    /// Line numbers (`pa / LINE_SIZE`) written by the CPU and not cleaned.
+    dirty: HashSet<u64>,
 }
 
 impl PhysMem {
@@ -52,6 +64,8 @@ impl PhysMem {
             limit: None,
             total_allocs: 0,
             failed_allocs: 0,
+            track_dirty: false,
+            dirty: HashSet::new(),
         }
     }
 
@@ -186,11 +200,68 @@ impl PhysMem {
         self.pages.get(&(pa / PAGE_SIZE)).map_or(0, |p| p[idx])
     }
 
-    /// Write the 64-bit word at `pa` (8-byte aligned). Writes to pages that
-    /// are not allocated are allowed (e.g. images loaded at fixed
+    /// Write the 64-bit word at `pa` (8-byte aligned), as the CPU does: with
+    /// dirty tracking on, the word's 64-byte line becomes dirty. Writes to
+    /// pages that are not allocated are allowed (e.g. images loaded at fixed
     /// addresses). Panics outside the window.
     pub fn write_u64(&mut self, pa: u64, val: u64) {
         self.check_word(pa, "write_u64");
+        if self.track_dirty {
+            self.dirty.insert(pa / LINE_SIZE);
+        }
+        self.store(pa, val);
+    }
+
+    /// Write the 64-bit word at `pa` (8-byte aligned) as a device does, to
+    /// memory directly: the line's dirty state is left as it is. Panics
+    /// outside the window.
+    pub fn device_write_u64(&mut self, pa: u64, val: u64) {
+        self.check_word(pa, "device_write_u64");
+        self.store(pa, val);
+    }
+
+    /// Turn cache-line dirty tracking on or off (off by default). While on,
+    /// every [`PhysMem::write_u64`] (and so [`PhysMem::load_bytes`]) marks its
+    /// 64-byte line dirty until [`PhysMem::clean`] covers it. Turning
+    /// tracking off forgets all dirty marks.
+    pub fn set_track_dirty(&mut self, on: bool) {
+        self.track_dirty = on;
+        if !on {
+            self.dirty.clear();
+        }
+    }
+
+    /// Whether dirty tracking is on.
+    pub fn track_dirty(&self) -> bool {
+        self.track_dirty
+    }
+
+    /// Clean `[pa, pa + len)` to the point of coherency: every 64-byte line
+    /// the range touches is no longer dirty. Any range is accepted (it need
+    /// not lie in the window; a range running past the top of the address
+    /// space stops there); `len == 0` cleans nothing.
+    pub fn clean(&mut self, pa: u64, len: u64) {
+        if len == 0 || self.dirty.is_empty() {
+            return;
+        }
+        let first = pa / LINE_SIZE;
+        let last = pa.saturating_add(len - 1) / LINE_SIZE;
+        if last - first >= self.dirty.len() as u64 {
+            self.dirty.retain(|&l| l < first || l > last);
+        } else {
+            for line in first..=last {
+                self.dirty.remove(&line);
+            }
+        }
+    }
+
+    /// Whether the 64-byte line containing `pa` has been written by the CPU
+    /// (with tracking on) and not cleaned since. Never panics.
+    pub fn is_dirty(&self, pa: u64) -> bool {
+        self.dirty.contains(&(pa / LINE_SIZE))
+    }
+
+    fn store(&mut self, pa: u64, val: u64) {
         let idx = ((pa % PAGE_SIZE) / 8) as usize;
         let page = self
             .pages

@@ -281,6 +281,25 @@ fn fault(level: u8, kind: FaultKind) -> Fault {
 /// A descriptor read outside the memory `mem` models panics ([`crate::PhysMem`]
 /// treats it as a bug in the tables under test rather than an external abort).
 pub fn walk(mem: &impl DescSource, root: u64, regime: &Regime, ia: u64) -> Result<Translation, Fault> {
+    walk_from(mem, root, ADDR_MASK_4K, regime, ia)
+}
+
+/// Like [`walk`], but the root table is located the way an SMMU STE's
+/// `S2TTB` (or a TTBR's BADDR) locates it: aligned to the root table's own
+/// size, with a minimum of 64 bytes (a table of fewer than eight entries is
+/// 64-byte aligned), instead of to 4 KiB. This matters only for a root table
+/// smaller than a page (few IPA bits above the start level's shift) or a
+/// concatenated root given with low address bits set: the address bits below
+/// the alignment are treated as zero.
+pub fn walk_root_aligned(mem: &impl DescSource, root: u64, regime: &Regime, ia: u64) -> Result<Translation, Fault> {
+    if regime.validate().is_err() {
+        return Err(fault(0, FaultKind::Translation));
+    }
+    let align = (regime.root_entries() * 8).max(64);
+    walk_from(mem, root, ((1u64 << OA_BITS) - 1) & !(align - 1), regime, ia)
+}
+
+fn walk_from(mem: &impl DescSource, root: u64, root_mask: u64, regime: &Regime, ia: u64) -> Result<Translation, Fault> {
     if regime.validate().is_err() {
         return Err(fault(0, FaultKind::Translation));
     }
@@ -295,7 +314,7 @@ pub fn walk(mem: &impl DescSource, root: u64, regime: &Regime, ia: u64) -> Resul
     }
 
     let mut level = regime.start_level();
-    let mut table = root & ADDR_MASK_4K;
+    let mut table = root & root_mask;
     // The initial lookup indexes one (possibly concatenated) table with all
     // input bits above the level's shift; later levels take 9 bits each.
     let mut index = ia >> level_shift(level);

@@ -606,3 +606,26 @@ fn stage2_page_fields() {
     assert_eq!(t.mem, MemType::DeviceNGnRE);
     assert_eq!((t.shareability, t.sw, t.af, t.desc), (0b10, 0b0110, true, leaf));
 }
+
+#[test]
+fn stage2_root_aligned_to_its_size() {
+    // 32-bit IPA starting at level 1: a 4-entry (32-byte) root, which an SMMU
+    // STE may place at any 64-byte boundary.
+    let mut m = mem();
+    let page = m.alloc_pages(1, 1).unwrap();
+    let (l2, l3) = (m.alloc_pages(1, 1).unwrap(), m.alloc_pages(1, 1).unwrap());
+    let root = page + 0x40;
+    m.write_u64(root + 3 * 8, l2 | TABLE);
+    m.write_u64(l2 + 8, l3 | TABLE);
+    m.write_u64(l3 + 2 * 8, 0x8_0000_0000 | S2_PAGE_RW_WB);
+    let regime = Regime::Stage2 {
+        ipa_bits: 32,
+        start_level: 1,
+        fwb: false,
+    };
+    let ipa = (3 << 30) | (1 << 21) | (2 << 12) | 0x10;
+    let t = walk::walk_root_aligned(&m, root | 0x3f, &regime, ipa).unwrap();
+    assert_eq!(t.oa, 0x8_0000_0010);
+    // The 4 KiB-aligned walk would look at the page's first bytes instead.
+    assert!(walk(&m, root, &regime, ipa).is_err());
+}

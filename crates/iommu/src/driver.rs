@@ -45,20 +45,60 @@ pub trait IommuDriver {
     fn attach_domain(&mut self, _sid: u32, _domain: u32) -> Result<(), IommuError> {
         Err(IommuError::NotImplemented)
     }
+
+    /// Stop all DMA, using nothing that can fail: called when an update
+    /// could not be completed, so that what the IOMMU may still have
+    /// cached cannot outlive the ownership change. The host loses DMA
+    /// until Warden is restarted; that is the price of staying safe.
+    fn block_all(&mut self);
 }
 
 /// The ownership hook that keeps an IOMMU's view in step with the host's:
 /// warden-memprotect calls it under the host lock for every change of what
 /// the host may reach, before the transition returns.
-pub struct IommuHook<D: IommuDriver>(pub D);
+///
+/// The hook runs after the ownership change has committed, so it cannot
+/// refuse it. If the IOMMU update fails (hardware error, sync timeout, or
+/// a shadow pool that ran dry), DMA could still reach what the host just
+/// lost; the hook then blocks all DMA ([`IommuDriver::block_all`]) and
+/// stops updating: the system stays safe and the failure is kept for the
+/// log ([`IommuHook::failure`]). Hostile input never gets here with an
+/// error: only the hardware or a mis-sized pool can.
+pub struct IommuHook<D: IommuDriver> {
+    driver: D,
+    failure: Option<IommuError>,
+}
+
+impl<D: IommuDriver> IommuHook<D> {
+    /// A hook driving `driver`.
+    pub const fn new(driver: D) -> Self {
+        IommuHook { driver, failure: None }
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// The driver, mutably (setup, diagnostics).
+    pub fn driver_mut(&mut self) -> &mut D {
+        &mut self.driver
+    }
+
+    /// The first update that failed, after which all DMA was blocked.
+    pub fn failure(&self) -> Option<IommuError> {
+        self.failure
+    }
+}
 
 impl<D: IommuDriver> OwnershipHook for IommuHook<D> {
     fn host_ownership_changed(&mut self, base: u64, size: u64, access: HostAccess) {
-        // The shadow's pool is sized like the host stage-2's, so an update
-        // cannot run out of table pages; a hardware failure here would
-        // leave DMA able to reach what the host lost, so it stops Warden.
-        if let Err(e) = self.0.idmap(base, size, IommuProt::of(access)) {
-            panic!("IOMMU update of [{base:#x}, +{size:#x}) to {access:?} failed: {e:?}");
+        if self.failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.driver.idmap(base, size, IommuProt::of(access)) {
+            self.failure = Some(e);
+            self.driver.block_all();
         }
     }
 }

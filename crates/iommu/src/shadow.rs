@@ -116,6 +116,18 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
     }
 }
 
+impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
+    /// Grant nothing: unmap the whole input space. Unmapping whole
+    /// root-level entries never splits a block, so this needs no memory
+    /// and cannot fail; it is the shadow's way to fail closed.
+    pub fn block_all(&mut self) {
+        let top = 1u64 << self.pa_bits;
+        // Only a LOCKED entry could refuse, and the engine never leaves one
+        // behind between operations; annotations are never made here.
+        let _ = self.s2.unmap(0, top);
+    }
+}
+
 fn pg(e: PgError) -> IommuError {
     match e {
         PgError::NoMemory => IommuError::NoMem,
@@ -132,5 +144,9 @@ impl<M: MmOps, T: TlbOps> IommuDriver for HostShadow<M, T> {
 
     fn idmap(&mut self, base: u64, size: u64, prot: IommuProt) -> Result<(), IommuError> {
         self.map(base, size, prot)
+    }
+
+    fn block_all(&mut self) {
+        self.block_all();
     }
 }

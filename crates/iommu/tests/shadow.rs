@@ -8,7 +8,7 @@
 
 use proptest::prelude::*;
 use warden_archmodel::{MemType as MType, TableId};
-use warden_iommu::{HostShadow, IommuHook};
+use warden_iommu::{HostShadow, IommuError, IommuHook};
 use warden_memprotect::harness::{decode_ops, replay, run, GuestTables, Op, RAM};
 use warden_memprotect::spec::Spec;
 use warden_memprotect::*;
@@ -85,14 +85,14 @@ fn rig() -> Rig {
     let host_s2 = PageTable::new(host, ArenaMm::new(0x10_0000_0000, 4096), CountingTlb::default()).unwrap();
     let hyp = Regime::El2Stage1 { va_bits: 48 };
     let hyp_s1 = PageTable::new(hyp, ArenaMm::new(0x20_0000_0000, 4096), CountingTlb::default()).unwrap();
-    let shadow_hook = IommuHook(HostShadow::new(s2, &RAM, PA_BITS).unwrap());
+    let shadow_hook = IommuHook::new(HostShadow::new(s2, &RAM, PA_BITS).unwrap());
     let mp = MemProtect::new(ram, host_s2, hyp_s1, shadow_hook, NoPoison);
     Rig { m, shadow, mp }
 }
 
 impl Rig {
     fn snapshot(&self) {
-        self.mp.with_host(|h| h.hook.0.snapshot(&mut h.s2)).unwrap();
+        self.mp.with_host(|h| h.hook.driver_mut().snapshot(&mut h.s2)).unwrap();
     }
 
     /// What DMA reaches at `pfn`: (read, write, exec, memory type), through
@@ -202,7 +202,7 @@ fn snapshot_maps_ram_cacheable_and_mmio_as_device_in_blocks() {
     // level-2 table per RAM region.
     assert_eq!(r.m.borrow().walk(r.shadow, RAM[0].base).unwrap().level, 2);
     assert_eq!(r.m.borrow().walk(r.shadow, 0x0905_0000).unwrap().level, 1);
-    let tables = r.mp.with_host(|h| h.hook.0.table().mm().refs.len());
+    let tables = r.mp.with_host(|h| h.hook.driver_mut().table().mm().refs.len());
     assert!(tables <= 4, "{tables} table pages");
 }
 
@@ -245,5 +245,28 @@ fn donation_takes_one_page_out_of_a_block_at_once() {
     );
     r.mp.hyp_donate_host_mmio(mmio, 2).unwrap();
     assert_eq!(r.dma(Some(1), mmio), Some((true, true, false, MType::DeviceNGnRE)));
+    assert_no_violations(&r.m);
+}
+
+#[test]
+fn a_failed_update_blocks_all_dma() {
+    let r = rig();
+    r.snapshot();
+    let pfn = (RAM[0].base >> 12) + 700;
+    assert!(r.dma(Some(1), pfn).is_some());
+    // The shadow's pool is dry: taking a page out of a block cannot split
+    // it. The donation itself stands; DMA stops everywhere.
+    let used = r.m.borrow().mem.allocated_pages();
+    r.m.borrow_mut().mem.set_alloc_limit(Some(used));
+    r.mp.host_donate_hyp(pfn, 1).unwrap();
+    assert_eq!(r.mp.with_host(|h| h.hook.failure()), Some(IommuError::NoMem));
+    for p in [pfn, pfn + 1, RAM[1].base >> 12, 0x0905_0000 >> 12, 0] {
+        assert_eq!(r.dma(None, p), None, "pfn {p:#x} in the tables");
+        assert_eq!(r.dma(Some(1), p), None, "pfn {p:#x} in a TLB");
+    }
+    // Later changes are not applied (nothing could be trusted).
+    r.m.borrow_mut().mem.set_alloc_limit(None);
+    r.mp.hyp_donate_host(pfn, 1).unwrap();
+    assert_eq!(r.dma(None, pfn), None);
     assert_no_violations(&r.m);
 }
