@@ -71,6 +71,8 @@ pub enum LayoutError {
     Overlap(&'static str, &'static str),
     /// The UART lies in RAM.
     UartInRam,
+    /// The SMMU's registers lie in RAM.
+    SmmuInRam,
     /// The table could not be built.
     Map(&'static str, warden_pgtable::Error),
     /// Reading a region back from the table gave something else.
@@ -97,8 +99,8 @@ fn page_round(r: Range) -> Range {
 impl MapPlan {
     /// Check the layout and list the regions: image sections and pool
     /// (must be page-aligned, inside RAM, disjoint), the device tree
-    /// (read-only, rounded out to pages, must not overlap the image) and
-    /// the UART (device memory, must not be RAM).
+    /// (read-only, rounded out to pages, must not overlap the image), the
+    /// UART and the SMMU's registers (device memory, must not be RAM).
     pub fn new(layout: &ImageLayout, platform: &Platform, dtb: Range) -> Result<Self, LayoutError> {
         let mut plan = MapPlan {
             regions: [Region {
@@ -144,6 +146,13 @@ impl MapPlan {
             return Err(LayoutError::UartInRam);
         }
         plan.push("uart", uart, attrs(Perms::RW, MemType::Device))?;
+        if let Some(smmu) = platform.smmu {
+            let smmu = page_round(smmu);
+            if platform.memory().iter().any(|m| m.overlaps(&smmu)) {
+                return Err(LayoutError::SmmuInRam);
+            }
+            plan.push("smmu", smmu, attrs(Perms::RW, MemType::Device))?;
+        }
         Ok(plan)
     }
 
@@ -276,9 +285,15 @@ pub(crate) mod tests {
     fn plan_lists_every_region() {
         let (_, _, plan) = sample_plan();
         let names: Vec<_> = plan.regions().iter().map(|r| r.name).collect();
-        assert_eq!(names, ["text", "rodata", "data", "bss", "stack", "pool", "dtb", "uart"]);
+        assert_eq!(
+            names,
+            ["text", "rodata", "data", "bss", "stack", "pool", "dtb", "uart", "smmu"]
+        );
         let dtb = plan.regions()[6];
         assert_eq!(dtb.range, Range::new(0x4800_0000, 0x2000));
+        let smmu = plan.regions()[8];
+        assert_eq!(smmu.range, Range::new(0x0905_0000, 0x2_0000));
+        assert_eq!(smmu.attrs.mem, MemType::Device);
         // Never writable and executable.
         assert!(plan.regions().iter().all(|r| !(r.attrs.perms.w && r.attrs.perms.x)));
     }

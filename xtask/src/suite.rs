@@ -51,9 +51,13 @@ const CLEAN_BOOT: &[&str] = &[
     "  stack  ",
     "RW   Normal-WB",
     "  uart   0x009000000..0x009001000      4 KiB  RW   Device-nGnRE",
+    "  smmu   0x009050000..0x009070000    128 KiB  RW   Device-nGnRE",
     "  table pages used: ",
     "EL2 MMU on: SCTLR_EL2=",
     "(identity)",
+    "SMMUv3 at 0x9050000: stage-2",
+    "SMMUv3: streams 0..256 translate through the host stage-2 shadow",
+    "SMMUv3: 0 events after takeover",
     DONE_MARKER,
 ];
 

@@ -66,19 +66,8 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
     /// the address space. `NoMem` if the shadow's pool runs out (it must be
     /// sized like the host stage-2's).
     pub fn snapshot<HM: MmOps, HT: TlbOps>(&mut self, host_s2: &mut PageTable<HM, HT>) -> Result<(), IommuError> {
+        self.map_everything()?;
         let top = 1u64 << self.pa_bits;
-        let mut start = 0;
-        for i in 0..=self.regions {
-            let end = if i == self.regions { top } else { self.ram[i].base };
-            if start < end {
-                self.map(start, end - start, IommuProt::MMIO)?;
-            }
-            if i < self.regions {
-                let r = self.ram[i];
-                self.map(r.base, r.size, IommuProt::MEM)?;
-                start = r.end();
-            }
-        }
         // Runs of annotated pages, unmapped one run at a time.
         let shadow = &mut self.s2;
         let mut run: Option<(u64, u64)> = None;
@@ -101,6 +90,27 @@ impl<M: MmOps, T: TlbOps> HostShadow<M, T> {
             .map_err(pg)?;
         if let Some((rs, re)) = run {
             shadow.unmap(rs, re - rs).map_err(pg)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of [`Self::snapshot`]: every RAM region (cacheable)
+    /// and MMIO gap (device) mapped, as blocks where alignment allows,
+    /// nothing taken out. For a platform that has no host stage-2 yet and
+    /// takes its own ranges out with [`Self::map`].
+    pub fn map_everything(&mut self) -> Result<(), IommuError> {
+        let top = 1u64 << self.pa_bits;
+        let mut start = 0;
+        for i in 0..=self.regions {
+            let end = if i == self.regions { top } else { self.ram[i].base };
+            if start < end {
+                self.map(start, end - start, IommuProt::MMIO)?;
+            }
+            if i < self.regions {
+                let r = self.ram[i];
+                self.map(r.base, r.size, IommuProt::MEM)?;
+                start = r.end();
+            }
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! Boot path: `_start` (entry.rs) sets up the stack, .bss and the vectors,
 //! then calls [`warden_main`] with the device tree's address, which reads
 //! the machine, builds the EL2 identity map with warden-pgtable, turns the
-//! MMU on, prints a summary and powers off through PSCI.
+//! MMU on, takes the SMMUv3 over with warden-smmuv3 (every stream of PCI
+//! bus 0 through the host stage-2 shadow), prints a summary and powers off
+//! through PSCI.
 
 mod console;
 mod entry;
@@ -13,6 +15,7 @@ mod mem;
 mod mmio;
 mod mmu;
 mod psci;
+mod smmu;
 mod sysreg;
 mod tlb;
 mod uart;
@@ -27,6 +30,11 @@ use warden_hyp::pool::PagePool;
 use warden_hyp::report;
 
 use console::{println, Console};
+
+/// Pages of the pool for Warden's own EL2 table.
+const EL2_POOL: u64 = 512 << 10;
+/// Pages of the pool for the SMMU's host stage-2 shadow.
+const SHADOW_POOL: u64 = 1 << 20;
 
 /// Largest device tree Warden accepts.
 const MAX_DTB_SIZE: usize = 2 << 20;
@@ -128,10 +136,17 @@ extern "C" fn warden_main(dtb: usize) -> ! {
         Ok(plan) => plan,
         Err(e) => fatal(format_args!("EL2 address space: {e:?}")),
     };
-    // SAFETY: the pool is the linker's .pool section: RAM inside the image
-    // that no Rust object uses, mapped read-write in the table it holds.
-    let mem = unsafe { mem::IdentityMem::new(layout.pool.base, layout.pool.end()) };
-    let pool = PagePool::new(mem, layout.pool.base, layout.pool.size);
+    // The pool (the linker's .pool section) in three disjoint parts: the
+    // EL2 table's pages, the SMMU shadow's table pages, the SMMU's
+    // structures.
+    let el2_pool = Range::new(layout.pool.base, EL2_POOL);
+    let shadow_pool = Range::new(el2_pool.end(), SHADOW_POOL);
+    let smmu_structs = Range::new(shadow_pool.end(), layout.pool.end().saturating_sub(shadow_pool.end()));
+    // SAFETY: the pool is RAM inside the image that no Rust object uses,
+    // mapped read-write in the table it holds; this part is the EL2
+    // table's alone.
+    let mem = unsafe { mem::IdentityMem::new(el2_pool.base, el2_pool.end()) };
+    let pool = PagePool::new(mem, el2_pool.base, el2_pool.size);
     let (pa_bits, ps) = sysreg::pa_bits();
     let (table, table_report) = match build_el2_table(&plan, pa_bits, pool, tlb::El2Tlb::new()) {
         Ok(t) => t,
@@ -163,6 +178,20 @@ extern "C" fn warden_main(dtb: usize) -> ! {
     match sysreg::translate_el2_read(text) {
         Some(pa) if pa == text => println!("  AT S1E2R {text:#x} -> {pa:#x} (identity)"),
         other => fatal(format_args!("AT S1E2R {text:#x} gave {other:?}")),
+    }
+
+    match platform.smmu {
+        // SAFETY: the frame is the device tree's SMMU, mapped as device
+        // memory above and never given to anyone; the two pool parts are
+        // disjoint from the EL2 table's part and from each other.
+        Some(frame) => match unsafe { smmu::takeover(&platform, frame, image, shadow_pool, smmu_structs, pa_bits) } {
+            Ok(mut s) => {
+                let events = s.drain_events(|e| println!("SMMUv3 event: {e:?}"));
+                println!("SMMUv3: {events} events after takeover");
+            }
+            Err(e) => fatal(format_args!("SMMUv3 takeover: {e:?}")),
+        },
+        None => println!("no SMMUv3 in the device tree: DMA is not isolated"),
     }
 
     self_tests(&platform);

@@ -135,3 +135,19 @@ pub unsafe fn dcache_invalidate_poc(start: u64, end: u64) {
     }
     dsb_sy();
 }
+
+/// Clean `[start, end)` to the point of coherency (`DC CVAC` per line, then
+/// `DSB SY`), so that a non-coherent observer (an SMMU without COHACC)
+/// reads what the CPU wrote.
+pub fn dcache_clean_poc(start: u64, end: u64) {
+    let line = 4u64 << ((ctr_el0() >> 16) & 0xf);
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: cleaning writes dirty lines back and loses nothing; DC
+        // CVAC at EL2 faults only on an unmapped VA, and callers pass
+        // Warden's own identity-mapped RAM.
+        unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    dsb_sy();
+}
