@@ -9,7 +9,7 @@
 use proptest::prelude::*;
 use warden_archmodel::{MemType as MType, TableId};
 use warden_iommu::{HostShadow, IommuError, IommuHook};
-use warden_memprotect::harness::{decode_ops, replay, run, GuestTables, Op, RAM};
+use warden_memprotect::harness::{decode_ops, probe_pfns, replay, run, ArenaTables as Tables, GuestTables, Op, RAM};
 use warden_memprotect::spec::Spec;
 use warden_memprotect::*;
 use warden_pgtable::testutil::model::{assert_no_violations, machine, new_table, ModelMm, ModelTlb, Shared};
@@ -38,25 +38,6 @@ impl Platform for Dma {
     type GuestMm = ArenaMm;
     type GuestTlb = CountingTlb;
     type Poison = NoPoison;
-}
-
-struct Tables(u64);
-
-impl GuestTables<Dma> for Tables {
-    fn new_s2(&mut self, ipa_bits: u8, vmid: u16) -> PageTable<ArenaMm, CountingTlb> {
-        self.0 += 1;
-        let s2 = Regime::Stage2 {
-            ipa_bits,
-            vmid,
-            fwb: true,
-        };
-        PageTable::new(
-            s2,
-            ArenaMm::new(0x30_0000_0000 + (self.0 << 32), 256),
-            CountingTlb::default(),
-        )
-        .unwrap()
-    }
 }
 
 struct Rig {
@@ -126,28 +107,8 @@ impl Rig {
     }
 }
 
-/// Pages where things happen, plus every region boundary and MMIO far
-/// from RAM.
 fn samples(spec: &Spec, op: Option<&Op>) -> Vec<u64> {
-    let mut v = spec.touched_pfns();
-    for r in RAM {
-        let (s, e) = (r.base >> 12, r.end() >> 12);
-        v.extend([s - 1, s, s + 1, e - 1, e, s + 511, s + 512]);
-    }
-    v.extend([0, 0x0905_0000 >> 12, (1 << (PA_BITS - 12)) - 1]);
-    if let Some(op) = op {
-        let p = match *op {
-            Op::ShareHyp(p) | Op::UnshareHyp(p) | Op::ForceReclaim(p) => p,
-            Op::Pin(p, _) | Op::Unpin(p, _) | Op::DonateHyp(p, _) | Op::HypDonateHost(p, _) => p,
-            Op::DonateMmio(p, _) | Op::ReclaimMmio(p, _) | Op::DonateGuest(_, p, _) => p,
-            Op::Abort(pa) => pa >> 12,
-            _ => 0,
-        };
-        v.extend((0..4).map(|i| p.wrapping_add(i)).filter(|&p| p < 1 << (PA_BITS - 12)));
-    }
-    v.sort_unstable();
-    v.dedup();
-    v
+    probe_pfns(spec, op, PA_BITS)
 }
 
 fn run_sequence(data: &[u8], snapshot_after: usize) {
@@ -231,8 +192,13 @@ fn donation_takes_one_page_out_of_a_block_at_once() {
     assert_eq!(r.dma(Some(1), pfn), Some((true, true, false, MType::NormalWb)));
     // A guest's page and donated MMIO are out of reach too.
     let h =
-        r.mp.init_vm(Tables(7).new_s2(40, 1), true, (RAM[1].end() >> 12) - 1, 1)
-            .unwrap();
+        r.mp.init_vm(
+            GuestTables::<Dma>::new_s2(&mut Tables(7), 40, 1),
+            true,
+            (RAM[1].end() >> 12) - 1,
+            1,
+        )
+        .unwrap();
     r.mp.host_donate_guest(h, pfn + 2, 0).unwrap();
     assert_eq!(r.dma(Some(1), pfn + 2), None);
     let mmio = 0x0905_0000 >> 12;

@@ -299,6 +299,32 @@ pub fn assert_guests_agree<P: Platform>(mp: &MemProtect<'_, P>, s: &Spec) {
     }
 }
 
+/// Pages worth probing after `op` in a `pa_bits` physical address space:
+/// every page the spec has seen touched, both sides of every RAM
+/// region's edges and of its first 2 MiB boundary, MMIO low, in the
+/// middle and at the top, and the op's first pages.
+pub fn probe_pfns(spec: &Spec, op: Option<&Op>, pa_bits: u32) -> Vec<u64> {
+    let mut v = spec.touched_pfns();
+    for r in RAM {
+        let (s, e) = (r.base >> 12, r.end() >> 12);
+        v.extend([s - 1, s, s + 1, e - 1, e, s + 511, s + 512]);
+    }
+    v.extend([0, 0x0905_0000 >> 12, (1 << (pa_bits - 12)) - 1]);
+    if let Some(op) = op {
+        let p = match *op {
+            Op::ShareHyp(p) | Op::UnshareHyp(p) | Op::ForceReclaim(p) => p,
+            Op::Pin(p, _) | Op::Unpin(p, _) | Op::DonateHyp(p, _) | Op::HypDonateHost(p, _) => p,
+            Op::DonateMmio(p, _) | Op::ReclaimMmio(p, _) | Op::DonateGuest(_, p, _) => p,
+            Op::Abort(pa) => pa >> 12,
+            _ => 0,
+        };
+        v.extend((0..4).map(|i| p.wrapping_add(i)).filter(|&p| p < 1 << (pa_bits - 12)));
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Decode fuzzer input into calls, 10 bytes each (a trailing partial step
 /// is ignored). Other crates' differential tests (the IOMMU shadow) drive
 /// the same hostile sequences through it.
@@ -397,10 +423,11 @@ fn nr(b: u8) -> u64 {
     }
 }
 
-/// Guest tables in arenas of their own.
-struct ArenaTables(u64);
+/// Guest tables in arenas of their own (each at a fresh 4 GiB window from
+/// 0x30_0000_0000), for any platform whose guests use arenas.
+pub struct ArenaTables(pub u64);
 
-impl GuestTables<Arena> for ArenaTables {
+impl<P: Platform<GuestMm = ArenaMm, GuestTlb = CountingTlb>> GuestTables<P> for ArenaTables {
     fn new_s2(&mut self, ipa_bits: u8, vmid: u16) -> PageTable<ArenaMm, CountingTlb> {
         self.0 += 1;
         let s2 = Regime::Stage2 {

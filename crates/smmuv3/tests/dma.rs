@@ -9,7 +9,7 @@ use support::*;
 use warden_archmodel::smmu::{DmaDir, DmaErr, SmmuConfig as ModelConfig};
 use warden_archmodel::MemType as MType;
 use warden_iommu::IommuDriver;
-use warden_memprotect::harness::{GuestTables, RAM};
+use warden_memprotect::harness::{ArenaTables as Tables, GuestTables, RAM};
 use warden_smmuv3::regs;
 
 fn ram_pfn(i: u64) -> u64 {
@@ -92,8 +92,13 @@ fn donation_blocks_dma_at_once_and_reclaim_restores_it() {
     }
     // A guest's page, and the SMMU's own registers once donated.
     let h =
-        r.mp.init_vm(Tables(1).new_s2(40, 1), true, (RAM[1].end() >> 12) - 1, 1)
-            .unwrap();
+        r.mp.init_vm(
+            GuestTables::<Dma>::new_s2(&mut Tables(1), 40, 1),
+            true,
+            (RAM[1].end() >> 12) - 1,
+            1,
+        )
+        .unwrap();
     r.mp.host_donate_guest(h, pfn + 2, 0).unwrap();
     assert_eq!(r.hw.reach(3, pfn + 2), None);
     let smmu_regs = 0x0905_0000 >> 12;

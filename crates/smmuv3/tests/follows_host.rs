@@ -11,30 +11,12 @@ use proptest::prelude::*;
 use support::*;
 use warden_archmodel::smmu::SmmuConfig as ModelConfig;
 use warden_archmodel::MemType as MType;
-use warden_memprotect::harness::{decode_ops, replay, run, Op, RAM};
+use warden_memprotect::harness::{decode_ops, probe_pfns, replay, run, ArenaTables as Tables, Op, RAM};
 use warden_memprotect::spec::Spec;
 use warden_memprotect::HostAccess;
 
 fn samples(spec: &Spec, op: Option<&Op>) -> Vec<u64> {
-    let mut v = spec.touched_pfns();
-    for r in RAM {
-        let (s, e) = (r.base >> 12, r.end() >> 12);
-        v.extend([s - 1, s, s + 1, e - 1, e, s + 511, s + 512]);
-    }
-    v.extend([0, 0x0905_0000 >> 12, (1 << (PA_BITS - 12)) - 1]);
-    if let Some(op) = op {
-        let p = match *op {
-            Op::ShareHyp(p) | Op::UnshareHyp(p) | Op::ForceReclaim(p) => p,
-            Op::Pin(p, _) | Op::Unpin(p, _) | Op::DonateHyp(p, _) | Op::HypDonateHost(p, _) => p,
-            Op::DonateMmio(p, _) | Op::ReclaimMmio(p, _) | Op::DonateGuest(_, p, _) => p,
-            Op::Abort(pa) => pa >> 12,
-            _ => 0,
-        };
-        v.extend((0..4).map(|i| p.wrapping_add(i)).filter(|&p| p < 1 << (PA_BITS - 12)));
-    }
-    v.sort_unstable();
-    v.dedup();
-    v
+    probe_pfns(spec, op, u32::from(PA_BITS))
 }
 
 fn check(r: &Rig, spec: &Spec, sid: u32, pfn: u64, what: &str) {

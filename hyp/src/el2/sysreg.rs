@@ -124,29 +124,33 @@ pub fn translate_el2_read(va: u64) -> Option<u64> {
 /// no dirty data that matters (e.g. memory only written with the data cache
 /// off, or cleaned by the loader).
 pub unsafe fn dcache_invalidate_poc(start: u64, end: u64) {
-    let line = 4u64 << ((ctr_el0() >> 16) & 0xf);
-    let mut addr = start & !(line - 1);
-    while addr < end {
+    for_each_line(start, end, |addr| {
         // SAFETY: the caller promised the range has no dirty data to lose;
         // DC IVAC at EL2 is permitted and faults only on unmapped VAs, and
         // the range is RAM identity-mapped (or the MMU is off).
         unsafe { asm!("dc ivac, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-    dsb_sy();
+    });
 }
 
 /// Clean `[start, end)` to the point of coherency (`DC CVAC` per line, then
 /// `DSB SY`), so that a non-coherent observer (an SMMU without COHACC)
 /// reads what the CPU wrote.
 pub fn dcache_clean_poc(start: u64, end: u64) {
-    let line = 4u64 << ((ctr_el0() >> 16) & 0xf);
-    let mut addr = start & !(line - 1);
-    while addr < end {
+    for_each_line(start, end, |addr| {
         // SAFETY: cleaning writes dirty lines back and loses nothing; DC
         // CVAC at EL2 faults only on an unmapped VA, and callers pass
         // Warden's own identity-mapped RAM.
         unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+    });
+}
+
+/// Run `op` on every data cache line of `[start, end)` (line size from
+/// CTR_EL0.DminLine), then `DSB SY` so the maintenance has completed.
+fn for_each_line(start: u64, end: u64, mut op: impl FnMut(u64)) {
+    let line = 4u64 << ((ctr_el0() >> 16) & 0xf);
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        op(addr);
         addr += line;
     }
     dsb_sy();

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use warden_archmodel::smmu::{DmaDir, DmaErr, DmaOk, Smmu as ModelSmmu, SmmuConfig as ModelConfig};
 use warden_archmodel::MemType as MType;
 use warden_iommu::{IommuDriver, IommuHook};
-use warden_memprotect::harness::{GuestTables, RAM};
+use warden_memprotect::harness::RAM;
 use warden_memprotect::*;
 use warden_pgtable::testutil::model::{machine, ModelMm, Shared};
 use warden_pgtable::testutil::{ArenaMm, CountingTlb};
@@ -213,26 +213,6 @@ impl Platform for Dma {
     type GuestMm = ArenaMm;
     type GuestTlb = CountingTlb;
     type Poison = NoPoison;
-}
-
-/// Guest tables outside the model.
-pub struct Tables(pub u64);
-
-impl GuestTables<Dma> for Tables {
-    fn new_s2(&mut self, ipa_bits: u8, vmid: u16) -> PageTable<ArenaMm, CountingTlb> {
-        self.0 += 1;
-        let s2 = Regime::Stage2 {
-            ipa_bits,
-            vmid,
-            fwb: true,
-        };
-        PageTable::new(
-            s2,
-            ArenaMm::new(0x30_0000_0000 + (self.0 << 32), 256),
-            CountingTlb::default(),
-        )
-        .unwrap()
-    }
 }
 
 /// A host with memprotect and an SMMU taken over by the driver.
