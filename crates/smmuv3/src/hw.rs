@@ -4,6 +4,8 @@
 //! SMMU reads (stream table, queues), with the cache maintenance a
 //! non-coherent SMMU needs.
 
+use warden_iommu::IommuError;
+
 /// Register access to one SMMU's frame. Offsets are from its base; 64-bit
 /// registers take 64-bit accesses. Implementations are single-copy atomic
 /// device accesses (at EL2, volatile loads and stores to a Device-nGnRE
@@ -32,6 +34,21 @@ pub trait CacheMaint {
     /// Invalidate `[pa, pa + len)` (before the CPU reads what the SMMU
     /// wrote).
     fn invalidate(&mut self, pa: u64, len: u64);
+}
+
+/// Allocate a structure of `bytes` (stream table, level-2 table, queue):
+/// whole pages, a power of two of them so the allocator aligns it to its
+/// size as the base registers require. The allocator zeroed it with CPU
+/// stores; for a non-coherent SMMU those zeroes are cleaned to memory here,
+/// once, so that neither stale memory nor a later eviction of the zeroing
+/// lines can reach the SMMU.
+pub fn alloc_structure<D: SmmuMem>(mem: &mut D, bytes: u64, coherent: bool) -> Result<u64, IommuError> {
+    let pages = (bytes.div_ceil(4096) as usize).next_power_of_two();
+    let pa = mem.alloc(pages).ok_or(IommuError::NoMem)?;
+    if !coherent {
+        mem.clean(pa, pages as u64 * 4096);
+    }
+    Ok(pa)
 }
 
 /// Memory for the SMMU's structures, owned by Warden.

@@ -41,9 +41,9 @@ pub mod walkmm;
 
 pub use cmd::Cmd;
 pub use event::{Event, EventKind, EventQueue};
-pub use hw::{CacheMaint, Mmio, SmmuMem};
+pub use hw::{alloc_structure, CacheMaint, Mmio, SmmuMem};
 pub use probe::{probe, Features};
 pub use queue::{CmdQueue, CmdStats};
-pub use smmu::{ShadowTable, Smmu, SmmuConfig, SmmuHw};
+pub use smmu::{Smmu, SmmuConfig, SmmuHw};
 pub use ste::{S2Config, StreamCfg, StreamTable};
 pub use walkmm::WalkMm;

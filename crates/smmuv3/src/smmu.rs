@@ -6,10 +6,10 @@ use warden_memprotect::Region;
 use warden_pgtable::{Barrier, Error as PgError, MmOps, PageTable, Regime, TlbOps, Tlbi};
 
 use crate::cmd::{self, Cmd};
-use crate::event::{Event, EventQueue};
-use crate::hw::{CacheMaint, Mmio, SmmuMem};
+use crate::event::{Event, EventQueue, EVENT_BYTES};
+use crate::hw::{alloc_structure, CacheMaint, Mmio, SmmuMem};
 use crate::probe::{probe, ps_encoding, Features};
-use crate::queue::{CmdQueue, CmdStats};
+use crate::queue::{CmdQueue, CmdStats, CMD_BYTES};
 use crate::regs::{self, cr0, cr1, gbpa};
 use crate::ste::{S2Config, StreamCfg, StreamTable};
 use crate::walkmm::WalkMm;
@@ -250,9 +250,6 @@ pub struct Smmu<R: Mmio, D: SmmuMem, M: MmOps, C: CacheMaint> {
     blocked: Option<IommuError>,
 }
 
-/// The shadow table type of an [`Smmu`].
-pub type ShadowTable<R, D, M, C> = PageTable<WalkMm<M, C>, SmmuHw<R, D>>;
-
 impl<R: Mmio, D: SmmuMem, M: MmOps, C: CacheMaint> Smmu<R, D, M, C> {
     /// Probe the SMMU behind `regs` and prepare its shadow (empty until
     /// [`Smmu::snapshot`]), without writing any register. `table_mm` holds
@@ -433,16 +430,11 @@ impl<R: Mmio, D: SmmuMem, M: MmOps, C: CacheMaint> Smmu<R, D, M, C> {
 
         // Queues.
         let cq_log2 = self.features.cmdq_log2.min(CMDQ_LOG2_MAX);
-        let cq_pages = (((16u64 << cq_log2).div_ceil(4096)) as usize).next_power_of_two();
-        let cq_base = hw.mem.alloc(cq_pages).ok_or(IommuError::NoMem)?;
+        let cq_base = alloc_structure(&mut hw.mem, CMD_BYTES << cq_log2, coherent)?;
         let cmdq = CmdQueue::new(cq_base, cq_log2, coherent, self.cfg.poll_limit);
         let eq_log2 = self.features.evtq_log2.min(EVTQ_LOG2_MAX);
-        let eq_pages = (((32u64 << eq_log2).div_ceil(4096)) as usize).next_power_of_two();
-        let eq_base = hw.mem.alloc(eq_pages).ok_or(IommuError::NoMem)?;
+        let eq_base = alloc_structure(&mut hw.mem, EVENT_BYTES << eq_log2, coherent)?;
         let evtq = EventQueue::new(eq_base, eq_log2, coherent);
-        if !coherent {
-            hw.mem.clean(cq_base, cq_pages as u64 * 4096);
-        }
         hw.regs.write64(regs::CMDQ_BASE, cmdq.base_reg());
         hw.regs.write32(regs::CMDQ_PROD, 0);
         hw.regs.write32(regs::CMDQ_CONS, 0);
@@ -481,7 +473,7 @@ impl<R: Mmio, D: SmmuMem, M: MmOps, C: CacheMaint> Smmu<R, D, M, C> {
         } else {
             StreamCfg::Abort
         };
-        if crate::ste::translating(strtab.word0(&hw.mem, at)) {
+        if crate::ste::translating(hw.mem.read64(at)) {
             // A live entry is never rewritten in place: abort first, make
             // the SMMU forget it, then write the new one.
             strtab.write_ste(&mut hw.mem, at, StreamCfg::Abort);

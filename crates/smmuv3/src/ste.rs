@@ -3,7 +3,7 @@
 
 use warden_iommu::IommuError;
 
-use crate::hw::SmmuMem;
+use crate::hw::{alloc_structure, SmmuMem};
 use crate::regs::strtab_cfg;
 
 /// Bytes per stream table entry.
@@ -97,7 +97,7 @@ impl StreamTable {
         } else {
             STE_BYTES << log2size
         };
-        let base = mem.alloc(pages(bytes)).ok_or(IommuError::NoMem)?;
+        let base = alloc_structure(mem, bytes, coherent)?;
         let t = StreamTable {
             base,
             log2size,
@@ -152,7 +152,7 @@ impl StreamTable {
         let desc = mem.read64(l1);
         let l2 = match desc & ((1 << 52) - 1) & !0x3f {
             0 => {
-                let l2 = mem.alloc(pages(STE_BYTES << SPLIT)).ok_or(IommuError::NoMem)?;
+                let l2 = alloc_structure(mem, STE_BYTES << SPLIT, self.coherent)?;
                 for i in 0..1u64 << SPLIT {
                     self.write_ste(mem, l2 + i * STE_BYTES, StreamCfg::Abort);
                 }
@@ -182,17 +182,6 @@ impl StreamTable {
             mem.clean(at, STE_BYTES);
         }
     }
-
-    /// The current word 0 of the entry at `at`.
-    pub fn word0<D: SmmuMem>(&self, mem: &D, at: u64) -> u64 {
-        mem.read64(at)
-    }
-}
-
-/// Whole pages for `bytes`, rounded up to a power of two (the allocator
-/// aligns to it, as the base registers require).
-fn pages(bytes: u64) -> usize {
-    (bytes.div_ceil(4096) as usize).next_power_of_two()
 }
 
 /// Whether word 0 of an STE translates (valid, config not abort).

@@ -6,7 +6,7 @@
 //! Warden's own image and the SMMU's registers taken out.
 
 use warden_hyp::platform::{Platform, Range};
-use warden_hyp::pool::PagePool;
+use warden_hyp::pool::{PagePool, PhysMem};
 use warden_iommu::{IommuDriver, IommuError, IommuProt};
 use warden_memprotect::Region;
 use warden_smmuv3::{probe, CacheMaint, Mmio, Smmu, SmmuConfig, SmmuMem};
@@ -121,7 +121,6 @@ impl CacheMaint for StructArena {
 
 impl SmmuMem for StructArena {
     fn alloc(&mut self, pages: usize) -> Option<u64> {
-        use warden_hyp::pool::PhysMem;
         let bytes = (pages as u64).checked_mul(4096)?;
         let pa = self.next.checked_next_multiple_of(bytes)?;
         let end = pa.checked_add(bytes)?;
@@ -135,11 +134,9 @@ impl SmmuMem for StructArena {
         Some(pa)
     }
     fn read64(&self, pa: u64) -> u64 {
-        use warden_hyp::pool::PhysMem;
         self.mem.read_u64(pa)
     }
     fn write64(&mut self, pa: u64, val: u64) {
-        use warden_hyp::pool::PhysMem;
         self.mem.write_u64_release(pa, val)
     }
     fn publish(&mut self) {
@@ -184,7 +181,11 @@ pub unsafe fn takeover(
         f.oas_bits
     );
     let mut ram = [Region { base: 0, size: 0 }; warden_memprotect::ram::MAX_REGIONS];
-    let n = platform.memory().len().min(ram.len());
+    let n = platform.memory().len();
+    if n > ram.len() {
+        // RAM left out would be mapped as device memory: refuse instead.
+        return Err(IommuError::Unsupported("more RAM regions than the shadow tracks"));
+    }
     for (r, m) in ram.iter_mut().zip(platform.memory()) {
         *r = Region {
             base: m.base,

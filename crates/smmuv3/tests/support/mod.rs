@@ -88,7 +88,14 @@ impl CacheMaint for Mem {
 
 impl SmmuMem for Mem {
     fn alloc(&mut self, pages: usize) -> Option<u64> {
-        self.cache.m.borrow_mut().mem.alloc_pages(pages, pages)
+        // Zeroed with CPU stores, as Warden's allocator does at EL2: with
+        // a non-coherent SMMU those lines are dirty until cleaned.
+        let mut m = self.cache.m.borrow_mut();
+        let pa = m.mem.alloc_pages(pages, pages)?;
+        for off in (0..pages as u64 * 4096).step_by(8) {
+            m.mem.write_u64(pa + off, 0);
+        }
+        Some(pa)
     }
     fn read64(&self, pa: u64) -> u64 {
         self.cache.m.borrow().mem.read_u64(pa)
