@@ -71,8 +71,8 @@ pub enum LayoutError {
     Overlap(&'static str, &'static str),
     /// The UART lies in RAM.
     UartInRam,
-    /// The SMMU's registers lie in RAM.
-    SmmuInRam,
+    /// Warden's carve-out does not fit in RAM after the image.
+    NoRoom,
     /// The table could not be built.
     Map(&'static str, warden_pgtable::Error),
     /// Reading a region back from the table gave something else.
@@ -98,10 +98,14 @@ fn page_round(r: Range) -> Range {
 
 impl MapPlan {
     /// Check the layout and list the regions: image sections and pool
-    /// (must be page-aligned, inside RAM, disjoint), the device tree
-    /// (read-only, rounded out to pages, must not overlap the image), the
-    /// UART and the SMMU's registers (device memory, must not be RAM).
-    pub fn new(layout: &ImageLayout, platform: &Platform, dtb: Range) -> Result<Self, LayoutError> {
+    /// (must be page-aligned, inside RAM, disjoint), Warden's memory carved
+    /// out of RAM at boot (`hyp_mem`: per-page metadata and the host
+    /// stage-2's pool; see [`carve_out`]), the device tree (read-write, so
+    /// that Warden can rewrite it for the host, rounded out to pages, must
+    /// not overlap the image; unmapped before the host runs) and the UART
+    /// (device memory, must not be RAM). The SMMU's registers are not here:
+    /// the host donates them through warden-memprotect, which maps them.
+    pub fn new(layout: &ImageLayout, platform: &Platform, dtb: Range, hyp_mem: Range) -> Result<Self, LayoutError> {
         let mut plan = MapPlan {
             regions: [Region {
                 name: "",
@@ -118,6 +122,7 @@ impl MapPlan {
             ("bss", layout.bss, Perms::RW),
             ("stack", layout.stack, Perms::RW),
             ("pool", layout.pool, Perms::RW),
+            ("carve", hyp_mem, Perms::RW),
         ];
         for (name, range, perms) in sections {
             if range.base % PAGE_SIZE != 0 || range.size % PAGE_SIZE != 0 {
@@ -140,19 +145,12 @@ impl MapPlan {
         if !platform.is_ram(&dtb) {
             return Err(LayoutError::NotInRam("dtb"));
         }
-        plan.push("dtb", dtb, attrs(Perms::R, normal))?;
+        plan.push("dtb", dtb, attrs(Perms::RW, normal))?;
         let uart = page_round(platform.uart);
         if platform.memory().iter().any(|m| m.overlaps(&uart)) {
             return Err(LayoutError::UartInRam);
         }
         plan.push("uart", uart, attrs(Perms::RW, MemType::Device))?;
-        if let Some(smmu) = platform.smmu {
-            let smmu = page_round(smmu);
-            if platform.memory().iter().any(|m| m.overlaps(&smmu)) {
-                return Err(LayoutError::SmmuInRam);
-            }
-            plan.push("smmu", smmu, attrs(Perms::RW, MemType::Device))?;
-        }
         Ok(plan)
     }
 
@@ -174,6 +172,23 @@ impl MapPlan {
     pub fn regions(&self) -> &[Region] {
         &self.regions[..self.count]
     }
+}
+
+/// Where Warden's boot-time memory goes: `size` bytes (rounded up to
+/// pages) right after the image, inside the RAM region that holds the
+/// image, clear of the device tree. `NoRoom` otherwise.
+pub fn carve_out(image: Range, platform: &Platform, dtb: Range, size: u64) -> Result<Range, LayoutError> {
+    let base = image
+        .end()
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(LayoutError::NoRoom)?;
+    let size = size.checked_next_multiple_of(PAGE_SIZE).ok_or(LayoutError::NoRoom)?;
+    base.checked_add(size).ok_or(LayoutError::NoRoom)?;
+    let r = Range::new(base, size);
+    if size == 0 || !platform.is_ram(&r) || r.overlaps(&page_round(dtb)) {
+        return Err(LayoutError::NoRoom);
+    }
+    Ok(r)
 }
 
 /// How a region ended up in the table.
@@ -277,8 +292,12 @@ pub(crate) mod tests {
         let layout = sample_layout();
         let platform = Platform::from_fdt(QEMU_VIRT).unwrap();
         let dtb = Range::new(0x4800_0000, 0x1fbe);
-        let plan = MapPlan::new(&layout, &platform, dtb).unwrap();
+        let plan = MapPlan::new(&layout, &platform, dtb, sample_hyp_mem()).unwrap();
         (layout, platform, plan)
+    }
+
+    pub(crate) fn sample_hyp_mem() -> Range {
+        Range::new(0x4026_8000, 0x10_0000)
     }
 
     #[test]
@@ -287,13 +306,12 @@ pub(crate) mod tests {
         let names: Vec<_> = plan.regions().iter().map(|r| r.name).collect();
         assert_eq!(
             names,
-            ["text", "rodata", "data", "bss", "stack", "pool", "dtb", "uart", "smmu"]
+            ["text", "rodata", "data", "bss", "stack", "pool", "carve", "dtb", "uart"]
         );
-        let dtb = plan.regions()[6];
+        let dtb = plan.regions()[7];
         assert_eq!(dtb.range, Range::new(0x4800_0000, 0x2000));
-        let smmu = plan.regions()[8];
-        assert_eq!(smmu.range, Range::new(0x0905_0000, 0x2_0000));
-        assert_eq!(smmu.attrs.mem, MemType::Device);
+        let uart = plan.regions()[8];
+        assert_eq!(uart.attrs.mem, MemType::Device);
         // Never writable and executable.
         assert!(plan.regions().iter().all(|r| !(r.attrs.perms.w && r.attrs.perms.x)));
     }
@@ -305,25 +323,25 @@ pub(crate) mod tests {
         let mut l = sample_layout();
         l.data.base += 8;
         assert_eq!(
-            MapPlan::new(&l, &platform, dtb).unwrap_err(),
+            MapPlan::new(&l, &platform, dtb, sample_hyp_mem()).unwrap_err(),
             LayoutError::Unaligned("data")
         );
         let mut l = sample_layout();
         l.text.base = 0x1000_0000;
         assert_eq!(
-            MapPlan::new(&l, &platform, dtb).unwrap_err(),
+            MapPlan::new(&l, &platform, dtb, sample_hyp_mem()).unwrap_err(),
             LayoutError::NotInRam("text")
         );
         let l = sample_layout();
         let dtb_in_image = Range::new(l.pool.base, 0x100);
         assert_eq!(
-            MapPlan::new(&l, &platform, dtb_in_image).unwrap_err(),
+            MapPlan::new(&l, &platform, dtb_in_image, sample_hyp_mem()).unwrap_err(),
             LayoutError::Overlap("pool", "dtb")
         );
         let mut l = sample_layout();
         l.stack.size = 0;
         assert_eq!(
-            MapPlan::new(&l, &platform, dtb).unwrap_err(),
+            MapPlan::new(&l, &platform, dtb, sample_hyp_mem()).unwrap_err(),
             LayoutError::Unaligned("stack")
         );
     }
@@ -347,5 +365,21 @@ pub(crate) mod tests {
             let (d, _) = pt.get_leaf(layout.stack.base - PAGE_SIZE).unwrap();
             assert!(!d.is_valid(), "guard page must stay unmapped");
         }
+    }
+
+    #[test]
+    fn carve_out_follows_the_image_inside_ram() {
+        let platform = Platform::from_fdt(QEMU_VIRT).unwrap();
+        let image = Range::new(0x4020_0000, 0x23_4567);
+        let dtb = Range::new(0x4800_0000, 0x10_0000);
+        assert_eq!(
+            carve_out(image, &platform, dtb, 0x1001),
+            Ok(Range::new(0x4043_5000, 0x2000))
+        );
+        // Into the device tree, past RAM, empty: no room.
+        assert_eq!(carve_out(image, &platform, dtb, 0x800_0000), Err(LayoutError::NoRoom));
+        assert_eq!(carve_out(image, &platform, dtb, 1 << 40), Err(LayoutError::NoRoom));
+        assert_eq!(carve_out(image, &platform, dtb, 0), Err(LayoutError::NoRoom));
+        assert_eq!(carve_out(image, &platform, dtb, u64::MAX), Err(LayoutError::NoRoom));
     }
 }

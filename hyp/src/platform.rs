@@ -14,6 +14,8 @@ use crate::fdt::{Fdt, FdtError, Node};
 pub const MAX_MEMORY: usize = 8;
 /// Most GIC redistributor regions recorded.
 pub const MAX_GIC_REGIONS: usize = 4;
+/// Most CPU MPIDRs recorded.
+pub const MAX_CPU_IDS: usize = 8;
 /// Longest `/chosen/bootargs` recorded (longer ones are truncated).
 pub const MAX_BOOTARGS: usize = 256;
 
@@ -122,6 +124,8 @@ pub struct Platform {
     psci_compat_len: usize,
     /// Number of `cpu` nodes under `/cpus`.
     pub cpus: usize,
+    mpidr: [u64; MAX_CPU_IDS],
+    mpidr_count: usize,
     bootargs: [u8; MAX_BOOTARGS],
     bootargs_len: usize,
 }
@@ -142,6 +146,8 @@ impl Platform {
             psci_compat: [0; 32],
             psci_compat_len: 0,
             cpus: 0,
+            mpidr: [0; MAX_CPU_IDS],
+            mpidr_count: 0,
             bootargs: [0; MAX_BOOTARGS],
             bootargs_len: 0,
         };
@@ -155,6 +161,12 @@ impl Platform {
             }
             if node.depth == 2 && in_cpus && node.prop_str("device_type") == Some(b"cpu") {
                 p.cpus += 1;
+                if let Some((id, _)) = node.reg()?.and_then(|mut r| r.next()) {
+                    if p.mpidr_count < MAX_CPU_IDS {
+                        p.mpidr[p.mpidr_count] = id;
+                        p.mpidr_count += 1;
+                    }
+                }
             }
             if node.depth != 1 || !node.is_enabled() {
                 continue;
@@ -238,6 +250,12 @@ impl Platform {
         &self.memory[..self.memory_count]
     }
 
+    /// The MPIDR (`reg`) of each `cpu` node, in tree order (at most
+    /// [`MAX_CPU_IDS`]).
+    pub fn cpu_mpidrs(&self) -> &[u64] {
+        &self.mpidr[..self.mpidr_count]
+    }
+
     /// The GICv3 redistributor regions.
     pub fn gic_redist(&self) -> &[Range] {
         &self.gic_redist[..self.gic_redist_count]
@@ -256,6 +274,19 @@ impl Platform {
     /// Whether `bootargs` contains the whitespace-separated word `word`.
     pub fn has_bootarg(&self, word: &str) -> bool {
         self.bootargs().split_ascii_whitespace().any(|w| w == word)
+    }
+
+    /// The number after `key=` in `bootargs` (hexadecimal with `0x`,
+    /// else decimal); `None` if absent or malformed.
+    pub fn bootarg_u64(&self, key: &str) -> Option<u64> {
+        let value = self
+            .bootargs()
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))?;
+        match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => value.parse().ok(),
+        }
     }
 
     /// Whether `range` lies entirely inside one RAM range.
@@ -299,10 +330,24 @@ mod tests {
         assert_eq!(p.psci, PsciConduit::Smc);
         assert_eq!(p.psci_compatible(), "arm,psci-1.0");
         assert_eq!(p.cpus, 2);
+        assert_eq!(p.cpu_mpidrs(), &[0, 1]);
         assert_eq!(p.bootargs(), "");
         assert_eq!(p.ram_total(), 1 << 30);
         assert!(p.is_ram(&Range::new(0x4020_0000, 0x1000)));
         assert!(!p.is_ram(&Range::new(0x3fff_f000, 0x2000)));
+    }
+
+    #[test]
+    fn bootarg_numbers() {
+        let mut p = Platform::from_fdt(QEMU_VIRT).unwrap();
+        let args = b"console=x warden.host=0x44000000 n=12 bad=0xzz warden.hostx=1";
+        p.bootargs[..args.len()].copy_from_slice(args);
+        p.bootargs_len = args.len();
+        assert_eq!(p.bootarg_u64("warden.host"), Some(0x4400_0000));
+        assert_eq!(p.bootarg_u64("n"), Some(12));
+        assert_eq!(p.bootarg_u64("bad"), None);
+        assert_eq!(p.bootarg_u64("console"), None);
+        assert_eq!(p.bootarg_u64("missing"), None);
     }
 
     #[test]

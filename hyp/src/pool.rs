@@ -8,7 +8,8 @@
 
 use warden_pgtable::{MmOps, PAGE_SIZE};
 
-/// Most pages a pool can manage (2 MiB of tables).
+/// Most pages a pool manages by default (2 MiB of tables); pools that need
+/// more (the host stage-2's) say so with the `N` parameter.
 pub const MAX_POOL_PAGES: usize = 512;
 
 /// Access to physical memory by physical address.
@@ -36,28 +37,36 @@ pub struct PoolStats {
     pub bad_refs: usize,
 }
 
-/// A first-fit page allocator with per-page reference counts.
-pub struct PagePool<P: PhysMem> {
+/// A first-fit page allocator with per-page reference counts, managing at
+/// most `N` pages.
+pub struct PagePool<P: PhysMem, const N: usize = MAX_POOL_PAGES> {
     mem: P,
     base: u64,
     pages: usize,
-    refcount: [u32; MAX_POOL_PAGES],
+    refcount: [u32; N],
     stats: PoolStats,
 }
 
 impl<P: PhysMem> PagePool<P> {
-    /// A pool over the pages of `[base, base + size)`. `base` is rounded up
-    /// and the end down to page boundaries; at most [`MAX_POOL_PAGES`] are
-    /// used.
+    /// A pool of at most [`MAX_POOL_PAGES`] over `[base, base + size)`
+    /// (see [`Self::with_pages`]).
     pub fn new(mem: P, base: u64, size: u64) -> Self {
+        Self::with_pages(mem, base, size)
+    }
+}
+
+impl<P: PhysMem, const N: usize> PagePool<P, N> {
+    /// A pool over the pages of `[base, base + size)`. `base` is rounded up
+    /// and the end down to page boundaries; at most `N` are used.
+    pub fn with_pages(mem: P, base: u64, size: u64) -> Self {
         let start = base.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
         let end = base.saturating_add(size) & !(PAGE_SIZE - 1);
-        let pages = (end.saturating_sub(start) / PAGE_SIZE).min(MAX_POOL_PAGES as u64) as usize;
+        let pages = (end.saturating_sub(start) / PAGE_SIZE).min(N as u64) as usize;
         PagePool {
             mem,
             base: start,
             pages,
-            refcount: [0; MAX_POOL_PAGES],
+            refcount: [0; N],
             stats: PoolStats {
                 total: pages,
                 ..PoolStats::default()
@@ -104,7 +113,7 @@ impl<P: PhysMem> PagePool<P> {
     }
 }
 
-impl<P: PhysMem> MmOps for PagePool<P> {
+impl<P: PhysMem, const N: usize> MmOps for PagePool<P, N> {
     fn zalloc_pages(&mut self, count: usize) -> Option<u64> {
         if count == 0 || count > self.pages {
             return None;

@@ -34,6 +34,8 @@ pub(crate) const HYP_OWNED: Annotation = Annotation {
 
 /// The host shares a page with the hypervisor.
 pub struct ShareHyp;
+/// At boot: the hypervisor claims memory its EL2 stage-1 already maps.
+pub struct ClaimHyp;
 /// The host takes back a page it shared with the hypervisor.
 pub struct UnshareHyp;
 /// The hypervisor pins (and maps) pages the host shared with it.
@@ -246,6 +248,45 @@ impl<'m, P: Platform> MemProtect<'m, P> {
         host.hook.host_ownership_changed(base, size, HostAccess::Mem);
     }
 
+    /// Check [`ClaimHyp`]: at boot, before the host runs, the hypervisor
+    /// takes `nr` pages from `pfn` that its EL2 stage-1 already maps (its
+    /// image, pools, per-page metadata: pKVM's "fix host ownership"). The
+    /// range must be RAM inside one region (`Perm`), every page host Owned
+    /// and hyp NoPage (`Perm`), and every page mapped at EL2 (`Perm`: the
+    /// hypervisor owns only what it can reach); table pages (`NoMem`).
+    pub fn check_claim_hyp(&self, pfn: u64, nr: u64) -> Result<Checked<'_, 'm, P, ClaimHyp>, Error> {
+        let (range, mut host, mut hyp) = self.begin(pfn, nr)?;
+        let metas = self.ram_range(range)?;
+        if !metas
+            .iter()
+            .all(|m| m.host() == PageState::Owned && m.hyp() == PageState::NoPage)
+        {
+            return Err(Error::Perm);
+        }
+        // A walk of the EL2 table: every page of the range under a valid
+        // leaf (a gap at any level is a leaf-less stretch the walk reports
+        // as an invalid entry).
+        let mut mapped = 0u64;
+        let walked = hyp.s1.walk(
+            range.base(),
+            range.size(),
+            WalkFlags::LEAF,
+            &mut |_, c: &Ctx, _| match c.old.is_valid() {
+                true => {
+                    mapped += 1;
+                    Ok(())
+                }
+                false => Err(PgError::Annotated),
+            },
+        );
+        if walked.is_err() || mapped == 0 {
+            return Err(Error::Perm);
+        }
+        let geo = *host.s2.geometry();
+        host.reserve_tables(&self.ram, self.pa_bits, tables_needed(&geo, range.size()))?;
+        Ok(self.checked(range, host, hyp))
+    }
+
     /// Check [`DonateMmio`] (seed 000): no page is RAM, none carries an
     /// annotation (someone already owns it), none is mapped at EL2
     /// (`Perm`); table pages (`NoMem`).
@@ -323,6 +364,11 @@ impl<'m, P: Platform> MemProtect<'m, P> {
             true => Ok(()),
             false => Err(Error::NoMem),
         }
+    }
+
+    /// The hypervisor claims `nr` pages from `pfn` at boot ([`ClaimHyp`]).
+    pub fn hyp_claim_boot(&self, pfn: u64, nr: u64) -> Result<(), Error> {
+        self.check_claim_hyp(pfn, nr).map(|c| c.commit())
     }
 
     /// The host shares page `pfn` with the hypervisor.
@@ -442,6 +488,23 @@ impl<P: Platform> Checked<'_, '_, P, HypDonateHost> {
     /// place of the annotation), host Owned, hyp NoPage; tell the hook.
     pub fn commit(mut self) {
         self.mp.commit_hyp_to_host(&mut self.host, &mut self.hyp, self.range);
+    }
+}
+
+impl<P: Platform> Checked<'_, '_, P, ClaimHyp> {
+    /// Record the hypervisor as owner in the host stage-2, host NoPage, hyp
+    /// Owned (the EL2 mapping exists already); tell the hook.
+    pub fn commit(mut self) {
+        let (base, size) = (self.range.base(), self.range.size());
+        checked_step(
+            self.host.s2.annotate(base, size, HYP_OWNED),
+            "host stage-2 annotation of claimed memory",
+        );
+        for m in self.mp.ram.metas(self.range) {
+            m.set_host(PageState::NoPage);
+            m.set_hyp(PageState::Owned);
+        }
+        self.host.hook.host_ownership_changed(base, size, HostAccess::None);
     }
 }
 

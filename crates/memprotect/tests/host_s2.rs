@@ -177,3 +177,40 @@ fn huge_hostile_mmio_ranges_are_refused_quickly_without_change() {
     assert_eq!(w.events.borrow().len(), 1, "only the first donation told the hook");
     w.assert_clean();
 }
+
+#[test]
+fn the_hypervisor_claims_only_ram_it_already_maps_at_el2() {
+    use warden_pgtable::{Attrs, MapPolicy, MemType, Perms};
+    let w = world(&RAM);
+    let pfn = (RAM[0].base >> 12) + 16;
+    // Not mapped at EL2 yet: refused, nothing changes.
+    assert_eq!(w.mp.hyp_claim_boot(pfn, 4), Err(Error::Perm));
+    w.mp.with_hyp(|h| {
+        h.s1.map(
+            pfn << 12,
+            4 * 4096,
+            pfn << 12,
+            Attrs::new(Perms::RW, MemType::NormalWb),
+            MapPolicy::PAGES,
+        )
+        .unwrap()
+    });
+    // One page past the EL2 mapping: refused as a whole.
+    assert_eq!(w.mp.hyp_claim_boot(pfn, 5), Err(Error::Perm));
+    assert_eq!(w.mp.host_state(pfn), Some(PageState::Owned));
+    assert_eq!(w.mp.hyp_claim_boot(pfn, 4), Ok(()));
+    for p in pfn..pfn + 4 {
+        assert_eq!(w.mp.host_state(p), Some(PageState::NoPage));
+        assert_eq!(w.mp.hyp_state(p), Some(PageState::Owned));
+        assert_eq!(w.mp.host_abort(p << 12), Ok(AbortOutcome::Inject));
+    }
+    assert_eq!(w.events.borrow().as_slice(), &[(pfn << 12, 4 * 4096, HostAccess::None)]);
+    // Claimed twice, MMIO, malformed: refused.
+    assert_eq!(w.mp.hyp_claim_boot(pfn, 1), Err(Error::Perm));
+    assert_eq!(w.mp.hyp_claim_boot(MMIO_PFN, 1), Err(Error::Perm));
+    assert_eq!(w.mp.hyp_claim_boot(pfn, 0), Err(Error::Inval));
+    assert_eq!(w.mp.hyp_claim_boot(u64::MAX, 2), Err(Error::Inval));
+    // The neighbours are still the host's and fault in.
+    assert_eq!(w.mp.host_abort((pfn + 4) << 12), Ok(AbortOutcome::Handled));
+    w.assert_clean();
+}

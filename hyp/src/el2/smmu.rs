@@ -1,13 +1,14 @@
 //! The SMMUv3 at EL2: warden-smmuv3's register and memory traits over
 //! the real hardware (QEMU's emulated SMMUv3), and the takeover at boot.
 //!
-//! Until the host stage-2 exists (issue 5's next steps), the shadow is
-//! built from the machine's RAM map alone: everything mapped, then
-//! Warden's own image and the SMMU's registers taken out.
+//! The shadow is a snapshot of the host stage-2 taken after Warden claimed
+//! its memory and the SMMU's registers were donated to it: everything the
+//! host may reach, nothing else; from then on warden-memprotect's hook
+//! keeps it in step.
 
 use warden_hyp::platform::{Platform, Range};
 use warden_hyp::pool::{PagePool, PhysMem};
-use warden_iommu::{IommuDriver, IommuError, IommuProt};
+use warden_iommu::{IommuDriver, IommuError};
 use warden_memprotect::Region;
 use warden_smmuv3::{probe, CacheMaint, Mmio, Smmu, SmmuConfig, SmmuMem};
 
@@ -147,21 +148,22 @@ impl SmmuMem for StructArena {
 /// The driver at EL2.
 pub type El2Smmu = Smmu<SmmuRegs, StructArena, PagePool<IdentityMem>, Dcache>;
 
-/// Take the SMMU over: probe, build the shadow (RAM and MMIO mapped,
-/// Warden's image and the SMMU's own registers taken out), point every
-/// stream of bus 0 at it. Errors are the driver's: an SMMU Warden cannot
-/// use stops the boot (DMA isolation is not optional).
+/// Take the SMMU over: probe, snapshot the host stage-2 into the shadow
+/// (RAM and MMIO the host owns mapped; Warden's memory and the SMMU's own
+/// registers, annotated, left out), point every stream of bus 0 at it.
+/// Errors are the driver's: an SMMU Warden cannot use stops the boot (DMA
+/// isolation is not optional).
 ///
 /// # Safety
 /// As [`SmmuRegs::new`] for `frame`; `tables` and `structs` must be
-/// disjoint parts of Warden's pool that nothing else uses.
-pub unsafe fn takeover(
+/// disjoint parts of Warden's memory that nothing else uses.
+pub unsafe fn takeover<HM: warden_pgtable::MmOps, HT: warden_pgtable::TlbOps>(
     platform: &Platform,
     frame: Range,
-    image: Range,
     tables: Range,
     structs: Range,
     cpu_pa_bits: u8,
+    host_s2: &mut warden_pgtable::PageTable<HM, HT>,
 ) -> Result<El2Smmu, IommuError> {
     // SAFETY: the caller vouched for the frame.
     let mut regs = unsafe { SmmuRegs::new(frame) };
@@ -198,22 +200,19 @@ pub unsafe fn takeover(
         vmid: 1,
         poll_limit: POLL_LIMIT,
     };
-    // SAFETY: the caller gave these ranges of the pool to the SMMU alone.
+    // SAFETY: the caller gave these ranges to the SMMU alone.
     let table_mem = unsafe { IdentityMem::new(tables.base, tables.end()) };
     // SAFETY: as above.
     let struct_mem = unsafe { IdentityMem::new(structs.base, structs.end()) };
     let pool = PagePool::new(table_mem, tables.base, tables.size);
     let arena = StructArena::new(struct_mem, structs.base, structs.end());
     let mut smmu = Smmu::new(regs, arena, pool, Dcache, &ram[..n], cfg)?;
-    let shadow = smmu.shadow_mut();
-    shadow.map_everything()?;
-    shadow.map(image.base, image.size, IommuProt::NONE)?;
-    shadow.map(frame.base, frame.size, IommuProt::NONE)?;
+    smmu.snapshot(host_s2)?;
     smmu.init()?;
     let pages = smmu.shadow().table().mm().inner().stats().used;
     println!(
         "SMMUv3: streams 0..{} translate through the host stage-2 shadow ({} PA bits, {} table pages); \
-         Warden's image and the SMMU's registers unreachable; global bypass aborts",
+         Warden's memory and the SMMU's registers unreachable; global bypass aborts",
         cfg.streams, cfg.pa_bits, pages
     );
     Ok(smmu)

@@ -155,3 +155,65 @@ fn for_each_line(start: u64, end: u64, mut op: impl FnMut(u64)) {
     }
     dsb_sy();
 }
+
+read_sysreg!(
+    /// HPFAR_EL2: the faulting IPA of a stage-2 abort (FIPA in bits 43:4).
+    hpfar_el2, "hpfar_el2");
+read_sysreg!(
+    /// VBAR_EL1: the host's vector base.
+    vbar_el1, "vbar_el1");
+read_sysreg!(
+    /// SCTLR_EL1: the host's system control (SPAN in bit 23).
+    sctlr_el1, "sctlr_el1");
+read_sysreg!(
+    /// MPIDR_EL1: this CPU's affinity.
+    mpidr_el1, "mpidr_el1");
+read_sysreg!(
+    /// MIDR_EL1: this CPU's identification.
+    midr_el1, "midr_el1");
+read_sysreg!(
+    /// PMCR_EL0: N (event counters) in bits 15:11.
+    pmcr_el0, "pmcr_el0");
+read_sysreg!(
+    /// ID_AA64PFR0_EL1: GIC system registers in bits 27:24.
+    id_aa64pfr0, "id_aa64pfr0_el1");
+read_sysreg!(
+    /// ID_AA64ISAR1_EL1: address authentication in APA/API (7:4, 11:8).
+    id_aa64isar1, "id_aa64isar1_el1");
+read_sysreg!(
+    /// ID_AA64ISAR2_EL1: address authentication APA3 in bits 15:12.
+    id_aa64isar2, "id_aa64isar2_el1");
+read_sysreg!(
+    /// TPIDR_EL2: Warden keeps the CPU's index here.
+    tpidr_el2, "tpidr_el2");
+read_sysreg!(
+    /// CNTVCT_EL0: the virtual counter (boot timing).
+    cntvct_el0, "cntvct_el0");
+read_sysreg!(
+    /// CNTFRQ_EL0: the counter's frequency.
+    cntfrq_el0, "cntfrq_el0");
+
+/// Set the host's exception state for an injected exception: ESR_EL1,
+/// FAR_EL1, ELR_EL1 and SPSR_EL1.
+///
+/// # Safety
+/// Only while handling a trap from the host, about to return to its
+/// vector: the host's previous values are overwritten as the architecture
+/// does when it takes an exception to EL1.
+pub unsafe fn set_el1_exception(esr: u64, far: u64, elr: u64, spsr: u64) {
+    // SAFETY: the caller is injecting an exception into the host; these
+    // EL1 registers are not used by Warden itself.
+    unsafe {
+        asm!(
+            "msr esr_el1, {esr}",
+            "msr far_el1, {far}",
+            "msr elr_el1, {elr}",
+            "msr spsr_el1, {spsr}",
+            esr = in(reg) esr,
+            far = in(reg) far,
+            elr = in(reg) elr,
+            spsr = in(reg) spsr,
+            options(nostack, preserves_flags)
+        )
+    };
+}

@@ -1,4 +1,5 @@
-//! [`TlbOps`] for Warden's own EL2 stage-1 table: real barriers and TLBI.
+//! [`TlbOps`] at EL2: real barriers and TLBI, for Warden's own stage-1
+//! table and for the host stage-2 (VMID 0).
 
 use core::arch::asm;
 
@@ -75,29 +76,47 @@ impl TlbOps for El2Tlb {
                 // SAFETY: see above.
                 unsafe { asm!("tlbi alle2", options(nostack)) }
             }
-            // Warden has no stage-2 table yet. Invalidating every VMID's
-            // EL1&0 entries covers any stage-2 request (a superset, correct
-            // but heavy); a per-VMID version comes with the host stage 2.
+            // Stage 2. Warden runs the host with VMID 0 loaded in VTTBR_EL2
+            // at all times, and the by-IPA and by-VMID forms act on the
+            // loaded VMID; so VMID 0 gets the precise forms. Other VMIDs
+            // (guests, later) get every VMID's EL1&0 entries dropped: a
+            // superset, correct but heavy.
             Tlbi::Stage2Ipa {
-                scope: Scope::Broadcast,
-                ..
-            }
-            | Tlbi::Stage2Vmid {
-                scope: Scope::Broadcast,
-                ..
+                vmid: 0,
+                ipa,
+                level,
+                last_level,
+                scope,
             } => {
+                let arg = self.va_operand(ipa, level);
+                // SAFETY: see above. The DSB between the two makes the
+                // stage-2 invalidation complete before the stage-1 one, so
+                // no combined entry is refilled from a stale stage-2 one.
+                unsafe {
+                    match (last_level, scope) {
+                        (true, Scope::Broadcast) => asm!("tlbi ipas2le1is, {}", in(reg) arg, options(nostack)),
+                        (false, Scope::Broadcast) => asm!("tlbi ipas2e1is, {}", in(reg) arg, options(nostack)),
+                        (true, Scope::Local) => asm!("tlbi ipas2le1, {}", in(reg) arg, options(nostack)),
+                        (false, Scope::Local) => asm!("tlbi ipas2e1, {}", in(reg) arg, options(nostack)),
+                    }
+                    match scope {
+                        Scope::Broadcast => asm!("dsb ish", "tlbi vmalle1is", options(nostack)),
+                        Scope::Local => asm!("dsb nsh", "tlbi vmalle1", options(nostack)),
+                    }
+                }
+            }
+            Tlbi::Stage2Vmid { vmid: 0, scope } => match scope {
                 // SAFETY: see above.
-                unsafe { asm!("tlbi alle1is", options(nostack)) }
-            }
-            Tlbi::Stage2Ipa {
-                scope: Scope::Local, ..
-            }
-            | Tlbi::Stage2Vmid {
-                scope: Scope::Local, ..
-            } => {
+                Scope::Broadcast => unsafe { asm!("tlbi vmalls12e1is", options(nostack)) },
                 // SAFETY: see above.
-                unsafe { asm!("tlbi alle1", options(nostack)) }
-            }
+                Scope::Local => unsafe { asm!("tlbi vmalls12e1", options(nostack)) },
+            },
+            Tlbi::Stage2Ipa { scope, .. } | Tlbi::Stage2Vmid { scope, .. } => match scope {
+                // SAFETY: see above.
+                Scope::Broadcast => unsafe { asm!("tlbi alle1is", options(nostack)) },
+                // SAFETY: see above.
+                Scope::Local => unsafe { asm!("tlbi alle1", options(nostack)) },
+            },
         }
     }
 }
