@@ -1,17 +1,23 @@
 //! `cargo xtask`: Warden's build, run and test driver.
 //!
-//! * `cargo xtask run`: install what is missing, build the EL2 image, boot
-//!   it under QEMU and stream its console; the exit status says whether
-//!   Warden got to its clean power-off.
+//! * `cargo xtask run`: install what is missing, build Warden's EL2 image
+//!   and the hostile test host, boot Warden under QEMU with the test host
+//!   as its host kernel, stream the console, then print the isolation
+//!   report (scenario | expectation | result); the exit status says whether
+//!   every scenario passed. `--no-host` boots Warden alone, as before the
+//!   test host existed.
 //! * `cargo xtask test`: install what is missing, run `cargo test
-//!   --workspace`, then boot the image in several QEMU configurations and
-//!   check what it prints.
-//! * `cargo xtask build`: only build the image and print its path.
+//!   --workspace`, then boot the image in several QEMU configurations
+//!   (the test host among them) and check what they print.
+//! * `cargo xtask testhost-standalone`: boot the test host alone at EL1
+//!   (no EL2, no Warden), for working on the test host itself.
+//! * `cargo xtask build`: only build the images and print their paths.
 
 mod elf;
 mod image;
 mod install;
 mod qemu;
+mod report;
 mod suite;
 
 use std::path::PathBuf;
@@ -39,14 +45,21 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  run [--timeout SECS] [-- QEMU-ARGS...]
-        build Warden and boot it under QEMU at EL2, streaming its console;
-        fails on a Warden panic, a non-zero QEMU status or a timeout (default 60 s)
+  run [--timeout SECS] [--cpus N] [--no-host] [-- QEMU-ARGS...]
+        build Warden and the test host, boot Warden under QEMU at EL2 with the
+        test host as its host, stream the console and print the isolation
+        report; fails on a failed or missing scenario, a Warden panic, a
+        non-zero QEMU status or a timeout (default 60 s). --no-host boots
+        Warden alone (it must reach its clean power-off); --cpus: 1 to 4 (2)
   test [--verbose] [--qemu-only]
         cargo test --workspace, then the QEMU boot tests (PASS/FAIL each);
         --verbose shows every console line, --qemu-only skips cargo test
+  testhost-standalone [--timeout SECS] [--cpus N] [-- QEMU-ARGS...]
+        boot the test host alone at EL1 (no EL2, PSCI via HVC) and print its
+        report; scenarios that need Warden SKIP; fails on a FAIL, a missing
+        line or a timeout
   build
-        build the EL2 image and print its path
+        build the EL2 image and the test host and print their paths
 
 run and test first install what is missing: the aarch64-unknown-none
 Rust target and QEMU >= 10 (Debian: qemu-system-arm from bookworm-backports).";
@@ -56,9 +69,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => cmd_run(&args[1..]),
         Some("test") => cmd_test(&args[1..]),
-        Some("build") => image::build().map(|img| {
+        Some("testhost-standalone") => cmd_standalone(&args[1..]),
+        Some("build") => image::build().and_then(|img| {
+            let host = image::build_testhost()?;
             say!("image: {}", img.display());
-            ExitCode::SUCCESS
+            say!("test host: {}", host.display());
+            Ok(ExitCode::SUCCESS)
         }),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
@@ -78,9 +94,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_run(args: &[String]) -> Result<ExitCode> {
-    let mut timeout = Duration::from_secs(60);
-    let mut extra = Vec::new();
+/// Options shared by `run` and `testhost-standalone`.
+struct RunOptions {
+    timeout: Duration,
+    cpus: u32,
+    no_host: bool,
+    extra: Vec<String>,
+}
+
+fn run_options(args: &[String], allow_no_host: bool) -> Result<RunOptions> {
+    let mut o = RunOptions {
+        timeout: Duration::from_secs(60),
+        cpus: 2,
+        no_host: false,
+        extra: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -89,33 +117,115 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
                     .next()
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or("--timeout needs seconds")?;
-                timeout = Duration::from_secs(secs);
+                o.timeout = Duration::from_secs(secs);
             }
-            "--" => extra.extend(it.by_ref().cloned()),
-            other => return Err(format!("unknown option {other:?} for run")),
+            "--cpus" => {
+                o.cpus = it
+                    .next()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|n| (1..=4).contains(n))
+                    .ok_or("--cpus needs 1 to 4 (the test host has four stacks)")?;
+            }
+            "--no-host" if allow_no_host => o.no_host = true,
+            "--" => o.extra.extend(it.by_ref().cloned()),
+            other => return Err(format!("unknown option {other:?}")),
         }
     }
+    Ok(o)
+}
+
+/// The exit code for a failed run: QEMU's own if it failed, else 1.
+fn failure_code(run: &qemu::Run) -> ExitCode {
+    let code = run.status.and_then(|s| s.code()).filter(|&c| c != 0).unwrap_or(1);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn cmd_run(args: &[String]) -> Result<ExitCode> {
+    let o = run_options(args, true)?;
     install::ensure_prerequisites()?;
     let image = image::build()?;
-    let config = qemu::Config::default();
+    let host = if o.no_host {
+        None
+    } else {
+        Some(image::build_testhost()?)
+    };
+    let config = qemu::Config {
+        cpus: o.cpus,
+        host: host.clone(),
+        ..qemu::Config::default()
+    };
+    match &host {
+        Some(h) => say!(
+            "booting {} with the test host {} under QEMU (timeout {} s)",
+            image.display(),
+            h.display(),
+            o.timeout.as_secs()
+        ),
+        None => say!(
+            "booting {} under QEMU (timeout {} s)",
+            image.display(),
+            o.timeout.as_secs()
+        ),
+    }
+    say!("$ {}", config.command_line(&image, &o.extra));
+    let run = qemu::run(&config, &image, &o.extra, o.timeout, true)?;
+    if host.is_none() {
+        return Ok(match qemu::verdict(&run) {
+            Ok(()) => {
+                say!("Warden powered off cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                say!("FAILED: {why}");
+                failure_code(&run)
+            }
+        });
+    }
+    let report = report::parse(&run.lines);
+    println!();
+    print!("{}", report.render());
+    let mut problems = qemu::host_run_problems(&run);
+    problems.extend(report.problems(false));
+    if problems.is_empty() {
+        say!("every scenario passed; the test host powered off cleanly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            say!("FAILED: {p}");
+        }
+        Ok(failure_code(&run))
+    }
+}
+
+fn cmd_standalone(args: &[String]) -> Result<ExitCode> {
+    let o = run_options(args, false)?;
+    install::ensure_prerequisites()?;
+    let host = image::build_testhost()?;
+    let config = qemu::Config {
+        cpus: o.cpus,
+        standalone: true,
+        ..qemu::Config::default()
+    };
     say!(
-        "booting {} under QEMU (timeout {} s)",
-        image.display(),
-        timeout.as_secs()
+        "booting the test host {} alone at EL1 (no Warden; timeout {} s)",
+        host.display(),
+        o.timeout.as_secs()
     );
-    say!("$ {}", config.command_line(&image, &extra));
-    let run = qemu::run(&config, &image, &extra, timeout, true)?;
-    let verdict = qemu::verdict(&run);
-    match verdict {
-        Ok(()) => {
-            say!("Warden powered off cleanly");
-            Ok(ExitCode::SUCCESS)
+    say!("$ {}", config.command_line(&host, &o.extra));
+    let run = qemu::run(&config, &host, &o.extra, o.timeout, true)?;
+    let report = report::parse(&run.lines);
+    println!();
+    print!("{}", report.render());
+    let mut problems = qemu::host_run_problems(&run);
+    problems.extend(report.problems(true));
+    if problems.is_empty() {
+        say!("standalone run complete (SKIP: needs Warden)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            say!("FAILED: {p}");
         }
-        Err(why) => {
-            say!("FAILED: {why}");
-            let code = run.status.and_then(|s| s.code()).filter(|&c| c != 0).unwrap_or(1);
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
-        }
+        Ok(failure_code(&run))
     }
 }
 
@@ -140,7 +250,10 @@ fn cmd_test(args: &[String]) -> Result<ExitCode> {
         true
     };
     let (passed, failed) = match image::build() {
-        Ok(image) => suite::run_qemu_tests(&image, verbose)?,
+        Ok(image) => {
+            let host = image::build_testhost();
+            suite::run_qemu_tests(&image, host.as_deref().map_err(String::as_str), verbose)?
+        }
         Err(e) => {
             say!("FAIL: building the EL2 image: {e}");
             (0, suite::qemu_tests().len())

@@ -2,12 +2,13 @@
 //! captures (and optionally streams) the console, and the verdict on a run.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::image::TESTHOST_LOAD;
 use crate::Result;
 
 /// The QEMU binary.
@@ -30,6 +31,13 @@ pub struct Config {
     /// Kernel command line (`-append`), which QEMU puts in
     /// `/chosen/bootargs`.
     pub append: Option<String>,
+    /// The test host image, placed at [`TESTHOST_LOAD`] beside Warden by
+    /// QEMU's generic loader (which, without `cpu-num`, does not touch the
+    /// PC) and announced to Warden with `warden.host=` on the command line.
+    pub host: Option<PathBuf>,
+    /// Boot the image itself at EL1 without EL2 (`virtualization=off`):
+    /// the test host alone, for debugging it without Warden.
+    pub standalone: bool,
 }
 
 impl Default for Config {
@@ -38,31 +46,63 @@ impl Default for Config {
             memory: "1G".into(),
             cpus: 2,
             append: None,
+            host: None,
+            standalone: false,
         }
     }
 }
 
 impl Config {
+    /// Whether the test host runs (beside Warden or alone): it needs the
+    /// edu device for `dma-edu`.
+    pub fn runs_test_host(&self) -> bool {
+        self.host.is_some() || self.standalone
+    }
+
     /// QEMU's arguments: the virt machine with EL2 (`virtualization=on`,
     /// no EL3 firmware, so `-kernel` enters at EL2 with the device tree in
     /// x0 and PSCI via SMC handled by QEMU), GICv3, an SMMUv3 with stage 2,
-    /// the console on stdio.
+    /// the console on stdio. Standalone, the same machine without EL2: the
+    /// image enters at EL1 and PSCI goes through HVC.
+    ///
+    /// With the test host: QEMU's `edu` PCI device with a 64-bit DMA mask
+    /// (its default mask is 28 bits, below RAM) for the DMA scenario, and
+    /// `-mem-prealloc`: the test host touches every page of RAM, and
+    /// letting QEMU allocate guest RAM page by page on first touch costs
+    /// seconds, allocating it up front a fraction of that.
     pub fn args(&self, image: &Path, extra: &[String]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "-M",
-            "virt,virtualization=on,gic-version=3,iommu=smmuv3",
-            "-cpu",
-            "max",
-            "-global",
-            "arm-smmuv3.stage=2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let machine = if self.standalone {
+            "virt,gic-version=3,iommu=smmuv3"
+        } else {
+            "virt,virtualization=on,gic-version=3,iommu=smmuv3"
+        };
+        let mut args: Vec<String> = ["-M", machine, "-cpu", "max", "-global", "arm-smmuv3.stage=2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         args.extend(["-smp".into(), self.cpus.to_string(), "-m".into(), self.memory.clone()]);
         args.extend(["-nographic".into(), "-kernel".into(), image.display().to_string()]);
-        if let Some(a) = &self.append {
-            args.extend(["-append".into(), a.clone()]);
+        let mut append = self.append.clone();
+        if let Some(host) = &self.host {
+            args.extend([
+                "-device".into(),
+                format!("loader,file={},addr={TESTHOST_LOAD:#x},force-raw=on", host.display()),
+            ]);
+            let word = format!("warden.host={TESTHOST_LOAD:#x}");
+            append = Some(match append {
+                Some(a) => format!("{word} {a}"),
+                None => word,
+            });
+        }
+        if self.runs_test_host() {
+            args.extend([
+                "-device".into(),
+                "edu,dma_mask=0xffffffffffffffff".into(),
+                "-mem-prealloc".into(),
+            ]);
+        }
+        if let Some(a) = append {
+            args.extend(["-append".into(), a]);
         }
         args.extend(extra.iter().cloned());
         args
@@ -196,6 +236,31 @@ pub fn verdict(run: &Run) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Why a run with the test host failed at the QEMU level (the scenarios
+/// are judged by the report): a timeout, a failed QEMU, or Warden's panic
+/// or exception line.
+pub fn host_run_problems(run: &Run) -> Vec<String> {
+    let mut p = Vec::new();
+    if run.timed_out {
+        p.push(format!(
+            "timed out after {:.0} s; QEMU killed",
+            run.elapsed.as_secs_f64()
+        ));
+    } else if let Some(status) = run.status {
+        if !status.success() {
+            p.push(format!("QEMU exited with {status}"));
+        }
+    }
+    for line in run
+        .lines
+        .iter()
+        .filter(|l| l.contains(PANIC_MARKER) || l.contains(EXCEPTION_MARKER))
+    {
+        p.push(format!("Warden failed: {line}"));
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +301,28 @@ mod tests {
             s,
             "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max \
              -global arm-smmuv3.stage=2 -smp 2 -m 1G -nographic -kernel /x/img -append \"a b\""
+        );
+        let c = Config {
+            host: Some("/x/th.bin".into()),
+            append: Some("x".into()),
+            cpus: 4,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.command_line(Path::new("/x/img"), &[]),
+            "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max \
+             -global arm-smmuv3.stage=2 -smp 4 -m 1G -nographic -kernel /x/img \
+             -device loader,file=/x/th.bin,addr=0x44000000,force-raw=on \
+             -device edu,dma_mask=0xffffffffffffffff -mem-prealloc -append \"warden.host=0x44000000 x\""
+        );
+        let c = Config {
+            standalone: true,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.command_line(Path::new("/x/th.bin"), &[]),
+            "qemu-system-aarch64 -M virt,gic-version=3,iommu=smmuv3 -cpu max -global arm-smmuv3.stage=2 \
+             -smp 2 -m 1G -nographic -kernel /x/th.bin -device edu,dma_mask=0xffffffffffffffff -mem-prealloc"
         );
     }
 }

@@ -3,13 +3,17 @@
 //!
 //! Each QEMU test boots the image in one configuration, waits for QEMU to
 //! exit (killing it after [`TIMEOUT`]) and checks: QEMU's exit status, a set
-//! of lines that must appear in order, and lines that must not appear.
+//! of lines that must appear in order, and lines that must not appear. The
+//! isolation test boots Warden with the test host (hosts/testhost) and
+//! also requires its report: every scenario's RESULT line PASS and the
+//! final `TESTHOST DONE` (report.rs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::image::cargo;
 use crate::qemu::{self, Config, DONE_MARKER, EXCEPTION_MARKER, PANIC_MARKER};
+use crate::report;
 use crate::{say, workspace_root, Result};
 
 /// How long one boot may take before it counts as a hang.
@@ -26,6 +30,9 @@ pub struct QemuTest {
     pub expect: Vec<&'static str>,
     /// Substrings that must appear on no line.
     pub forbid: Vec<&'static str>,
+    /// Boot the test host with Warden and require its isolation report
+    /// to pass (every scenario PASS, `TESTHOST DONE` printed).
+    pub isolation: bool,
 }
 
 /// What a clean boot of the default machine prints, in order.
@@ -66,6 +73,10 @@ const CLEAN_BOOT: &[&str] = &[
     DONE_MARKER,
 ];
 
+/// What Warden prints when it boots the test host, in order (the test
+/// host's own lines are judged by the isolation report).
+const HOST_BOOT: &[&str] = &["running at EL2", "EL2 MMU on", report::DONE_PREFIX];
+
 /// The QEMU tests.
 pub fn qemu_tests() -> Vec<QemuTest> {
     let failures = vec![PANIC_MARKER, EXCEPTION_MARKER];
@@ -75,13 +86,14 @@ pub fn qemu_tests() -> Vec<QemuTest> {
             config: Config::default(),
             expect: CLEAN_BOOT.to_vec(),
             forbid: failures.clone(),
+            isolation: false,
         },
         QemuTest {
             name: "boot (virt, 1 CPU, 512 MiB): memory map follows the device tree",
             config: Config {
                 memory: "512M".into(),
                 cpus: 1,
-                append: None,
+                ..Config::default()
             },
             expect: vec![
                 "running at EL2",
@@ -91,6 +103,7 @@ pub fn qemu_tests() -> Vec<QemuTest> {
                 DONE_MARKER,
             ],
             forbid: failures.clone(),
+            isolation: false,
         },
         QemuTest {
             name: "W^X: a write to .rodata faults and is reported",
@@ -106,6 +119,7 @@ pub fn qemu_tests() -> Vec<QemuTest> {
                 "powering off after the exception",
             ],
             forbid: vec![DONE_MARKER, PANIC_MARKER],
+            isolation: false,
         },
         QemuTest {
             name: "panic: reported and powered off",
@@ -115,6 +129,17 @@ pub fn qemu_tests() -> Vec<QemuTest> {
             },
             expect: vec!["EL2 MMU on", "WARDEN PANIC: self-test panic at "],
             forbid: vec![DONE_MARKER, EXCEPTION_MARKER],
+            isolation: false,
+        },
+        QemuTest {
+            name: "isolation: Warden + test host (virt, 4 CPUs, 1 GiB), every scenario PASS",
+            config: Config {
+                cpus: 4,
+                ..Config::default()
+            },
+            expect: HOST_BOOT.to_vec(),
+            forbid: failures,
+            isolation: true,
         },
     ]
 }
@@ -147,6 +172,9 @@ pub fn check(test: &QemuTest, run: &qemu::Run) -> Vec<String> {
             problems.push(format!("unexpected line: {line}"));
         }
     }
+    if test.isolation {
+        problems.extend(report::parse(&run.lines).problems(false));
+    }
     problems
 }
 
@@ -160,13 +188,30 @@ pub fn cargo_test_workspace() -> Result<bool> {
     Ok(status.success())
 }
 
-/// Run every QEMU test; (passed, failed).
-pub fn run_qemu_tests(image: &Path, verbose: bool) -> Result<(usize, usize)> {
+/// Run every QEMU test; (passed, failed). `testhost` is the test host's
+/// image, or why it could not be built (the isolation test then fails).
+pub fn run_qemu_tests(
+    image: &Path,
+    testhost: std::result::Result<&Path, &str>,
+    verbose: bool,
+) -> Result<(usize, usize)> {
     let tests = qemu_tests();
     say!("running {} QEMU tests", tests.len());
     let (mut passed, mut failed) = (0, 0);
     for test in &tests {
-        let run = qemu::run(&test.config, image, &[], TIMEOUT, false)?;
+        let mut config = test.config.clone();
+        if test.isolation {
+            match testhost {
+                Ok(path) => config.host = Some(PathBuf::from(path)),
+                Err(e) => {
+                    failed += 1;
+                    println!("[xtask] FAIL {}", test.name);
+                    println!("[xtask]      building the test host: {e}");
+                    continue;
+                }
+            }
+        }
+        let run = qemu::run(&config, image, &[], TIMEOUT, false)?;
         let problems = check(test, &run);
         let secs = run.elapsed.as_secs_f64();
         if problems.is_empty() {
@@ -178,7 +223,12 @@ pub fn run_qemu_tests(image: &Path, verbose: bool) -> Result<(usize, usize)> {
             for p in &problems {
                 println!("[xtask]      {p}");
             }
-            println!("[xtask]      $ {}", test.config.command_line(image, &[]));
+            println!("[xtask]      $ {}", config.command_line(image, &[]));
+        }
+        if test.isolation && (verbose || !problems.is_empty()) {
+            for line in report::parse(&run.lines).render().lines() {
+                println!("    {line}");
+            }
         }
         if verbose || !problems.is_empty() {
             for line in &run.lines {
@@ -214,6 +264,7 @@ mod tests {
             config: Config::default(),
             expect: vec!["a", "b"],
             forbid: vec!["PANIC"],
+            isolation: false,
         };
         assert!(check(&t, &run_with(&["xa", "yb"])).is_empty());
         assert!(check(&t, &run_with(&["ab"])).is_empty());
@@ -222,5 +273,32 @@ mod tests {
         let mut hung = run_with(&["a", "b"]);
         hung.timed_out = true;
         assert_eq!(check(&t, &hung).len(), 1);
+    }
+
+    #[test]
+    fn isolation_needs_the_report() {
+        let t = QemuTest {
+            name: "t",
+            config: Config::default(),
+            expect: vec!["EL2 MMU on"],
+            forbid: vec!["PANIC"],
+            isolation: true,
+        };
+        let mut lines: Vec<String> = vec!["EL2 MMU on".into()];
+        lines.extend(report::SCENARIOS.iter().map(|(n, _)| format!("RESULT {n} PASS ok")));
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        // No DONE line: the test host did not finish.
+        assert_eq!(check(&t, &run_with(&refs)).len(), 1);
+        lines.push("TESTHOST DONE 9/9".into());
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert!(check(&t, &run_with(&refs)).is_empty());
+        // A FAIL and a timeout are both reported.
+        lines[3] = "RESULT lazy-map FAIL 900 faults".into();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut hung = run_with(&refs);
+        hung.timed_out = true;
+        let p = check(&t, &hung);
+        assert!(p.iter().any(|x| x.contains("hung")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("lazy-map: FAIL")), "{p:?}");
     }
 }

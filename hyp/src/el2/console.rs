@@ -2,10 +2,13 @@
 //!
 //! Until the device tree is read, the console uses QEMU virt's PL011 at
 //! 0x0900_0000 (an "earlycon"), so that even a bad device tree is reported.
-//! Only the boot CPU runs for now, so writes are not serialised.
+//! Lines from different CPUs are serialised by a lock taken with a bounded
+//! wait (a CPU that faulted while printing must not silence the others'
+//! reports). The host writes the same UART; its lines and Warden's may
+//! still meet.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::mmio::Mmio;
 use super::uart::{self, Pl011};
@@ -48,10 +51,36 @@ impl Write for Console {
     }
 }
 
+/// Held while a CPU prints a line.
+static LINE_LOCK: AtomicBool = AtomicBool::new(false);
+/// Spins before printing without the lock.
+const LOCK_SPINS: u32 = 1_000_000;
+
 /// Print formatted text (used by the macros).
 pub fn print(args: fmt::Arguments) {
     // The console never fails.
     let _ = Console.write_fmt(args);
+}
+
+/// Print formatted text and a newline as one line: other CPUs' Warden
+/// lines do not split it.
+pub fn print_line(args: fmt::Arguments) {
+    let mut locked = false;
+    for _ in 0..LOCK_SPINS {
+        if LINE_LOCK
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            locked = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let _ = Console.write_fmt(args);
+    let _ = Console.write_str("\n");
+    if locked {
+        LINE_LOCK.store(false, Ordering::Release);
+    }
 }
 
 /// Wait until the console has sent everything.
@@ -62,10 +91,9 @@ pub fn flush() {
 /// Print a line to the console.
 macro_rules! println {
     () => { $crate::el2::console::print(format_args!("\n")) };
-    ($($arg:tt)*) => {{
-        $crate::el2::console::print(format_args!($($arg)*));
-        $crate::el2::console::print(format_args!("\n"));
-    }};
+    ($($arg:tt)*) => {
+        $crate::el2::console::print_line(format_args!($($arg)*))
+    };
 }
 
 pub(crate) use println;

@@ -141,6 +141,9 @@ const HOST_DTB_MAX: usize = 128 << 10;
 #[no_mangle]
 static SECONDARY_BOOT: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
+/// 2 MiB: a level-2 block.
+const BLOCK_2M: u64 = 2 << 20;
+
 /// Pages of host stage-2 tables kept for MMIO mappings on top of page
 /// granularity over all RAM (MMIO leaves are recycled when short).
 const HOST_POOL_MMIO_PAGES: usize = 64;
@@ -219,18 +222,19 @@ extern "C" fn warden_main(dtb: usize) -> ! {
     let wanted: usize = regions.iter().map(|r| tables_needed(&host_geo, r.size)).sum::<usize>()
         + host_geo.root_pages
         + HOST_POOL_MMIO_PAGES;
-    let host_pool_pages = wanted.min(world::HOST_POOL_PAGES);
-    let hyp_mem = match carve_out(
-        layout.image(),
-        &platform,
-        dtb_range,
-        meta_bytes + host_pool_pages as u64 * PAGE_SIZE,
-    ) {
+    // The carve-out ends on a 2 MiB boundary (the rest goes to the host
+    // pool): the host's RAM after Warden then faults in as 2 MiB blocks
+    // from its first page, not page by page up to the next boundary.
+    let image_end = layout.image().end();
+    let carve_end =
+        (image_end + meta_bytes + wanted.min(world::HOST_POOL_PAGES) as u64 * PAGE_SIZE).next_multiple_of(BLOCK_2M);
+    let hyp_mem = match carve_out(layout.image(), &platform, dtb_range, carve_end - image_end) {
         Ok(r) => r,
         Err(e) => fatal(format_args!("carving Warden's memory out of RAM: {e:?}")),
     };
     let meta_range = Range::new(hyp_mem.base, meta_bytes);
-    let host_pool = Range::new(meta_range.end(), hyp_mem.end() - meta_range.end());
+    let host_pool_pages = (((hyp_mem.end() - meta_range.end()) / PAGE_SIZE) as usize).min(world::HOST_POOL_PAGES);
+    let host_pool = Range::new(meta_range.end(), host_pool_pages as u64 * PAGE_SIZE);
     println!(
         "Warden's memory: image {:#x}..{:#x} ({} KiB), carve-out {:#x}..{:#x}: page metadata {} KiB \
          ({} pages), host stage-2 pool {} pages{}",
@@ -349,6 +353,7 @@ extern "C" fn warden_main(dtb: usize) -> ! {
         Err(e) => fatal(format_args!("EL2 fixmap: {e:?}")),
     };
     let probe = host_pool.end() - PAGE_SIZE;
+    // (The host pool's last page: unallocated at this point.)
     // SAFETY: the last host-pool page, not allocated yet, identity-mapped
     // read-write; Warden's alone.
     unsafe { (probe as *mut u64).write_volatile(0x5741_5244_454e) };

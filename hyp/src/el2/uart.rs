@@ -13,6 +13,10 @@ const FR: usize = 0x18;
 const FR_TXFF: u32 = 1 << 5;
 /// FR: UART busy transmitting.
 const FR_BUSY: u32 = 1 << 3;
+/// Polls of the flag register before giving up on a byte or a flush: the
+/// host shares the UART and may stop it, and Warden must not hang (least
+/// of all while holding a lock) because of that.
+const POLL_LIMIT: u32 = 200_000;
 /// Bytes of register space the driver uses.
 pub const REGS_SIZE: usize = 0x1000;
 
@@ -28,18 +32,27 @@ impl Pl011 {
         Pl011 { regs }
     }
 
-    /// Send one byte, waiting for room in the FIFO.
+    /// Send one byte, waiting (boundedly) for room in the FIFO; the byte is
+    /// dropped if none comes.
     pub fn put(&self, byte: u8) {
-        while self.regs.read32(FR) & FR_TXFF != 0 {
-            core::hint::spin_loop();
+        if self.wait_while(FR_TXFF) {
+            self.regs.write32(DR, byte as u32);
         }
-        self.regs.write32(DR, byte as u32);
     }
 
-    /// Wait until everything written has left the UART.
+    /// Wait (boundedly) until everything written has left the UART.
     pub fn flush(&self) {
-        while self.regs.read32(FR) & FR_BUSY != 0 {
+        self.wait_while(FR_BUSY);
+    }
+
+    /// Poll until `flag` clears in FR; false if it did not in time.
+    fn wait_while(&self, flag: u32) -> bool {
+        for _ in 0..POLL_LIMIT {
+            if self.regs.read32(FR) & flag == 0 {
+                return true;
+            }
             core::hint::spin_loop();
         }
+        false
     }
 }

@@ -121,12 +121,29 @@ impl World {
     /// Log and count the SMMU's pending events (fault records for DMA the
     /// shadow refused). Under the host lock, which also guards the SMMU.
     pub fn drain_smmu_events(&self) {
-        let n = self.mp.with_host(|h| match h.hook.0.as_mut() {
-            Some(hook) => hook
-                .driver_mut()
-                .drain_events(|e| println!("Warden: SMMUv3 event: {e:?}")),
-            None => 0,
+        // One line per drain, naming the first and last event: a device
+        // can fault thousands of times, and the console is shared.
+        let (n, first, last) = self.mp.with_host(|h| {
+            let (mut first, mut last) = (None, None);
+            let n = match h.hook.0.as_mut() {
+                Some(hook) => hook.driver_mut().drain_events(|e| {
+                    first.get_or_insert(e);
+                    last = Some(e);
+                }),
+                None => 0,
+            };
+            (n, first, last)
         });
+        if let (Some(f), Some(l)) = (first, last) {
+            println!(
+                "Warden: SMMUv3: {n} fault event(s) blocked, first {:?} stream {:#x} {} {:#x}, last {:#x}",
+                f.kind,
+                f.sid,
+                if f.write { "write" } else { "read" },
+                f.addr,
+                l.addr
+            );
+        }
         self.calls.counters.add(counter::SMMU_FAULTS, n as u64);
     }
 }
