@@ -11,6 +11,9 @@
 //!   (the test host among them) and check what they print.
 //! * `cargo xtask testhost-standalone`: boot the test host alone at EL1
 //!   (no EL2, no Warden), for working on the test host itself.
+//! * `cargo xtask bench`: Warden with the test host under `-icount
+//!   shift=0`; prints instructions per hypercall, per stage-2 fault, per
+//!   donation (SMMU update included) and boot-to-host-entry.
 //! * `cargo xtask build`: only build the images and print their paths.
 
 mod elf;
@@ -54,6 +57,9 @@ commands:
   test [--verbose] [--qemu-only]
         cargo test --workspace, then the QEMU boot tests (PASS/FAIL each);
         --verbose shows every console line, --qemu-only skips cargo test
+  bench [--timeout SECS] [--cpus N]
+        Warden + test host under -icount shift=0: instruction counts per
+        hypercall, stage-2 fault and donation, and boot to host entry
   testhost-standalone [--timeout SECS] [--cpus N] [-- QEMU-ARGS...]
         boot the test host alone at EL1 (no EL2, PSCI via HVC) and print its
         report; scenarios that need Warden SKIP; fails on a FAIL, a missing
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
         Some("run") => cmd_run(&args[1..]),
         Some("test") => cmd_test(&args[1..]),
         Some("testhost-standalone") => cmd_standalone(&args[1..]),
+        Some("bench") => cmd_bench(&args[1..]),
         Some("build") => image::build().and_then(|img| {
             let host = image::build_testhost()?;
             say!("image: {}", img.display());
@@ -188,6 +195,76 @@ fn cmd_run(args: &[String]) -> Result<ExitCode> {
     problems.extend(report.problems(false));
     if problems.is_empty() {
         say!("every scenario passed; the test host powered off cleanly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            say!("FAILED: {p}");
+        }
+        Ok(failure_code(&run))
+    }
+}
+
+/// `cargo xtask bench`: Warden with the test host under `-icount shift=0`
+/// (one virtual nanosecond per instruction, so the 1 GHz counter counts
+/// instructions, deterministically) and `testhost.bench`; prints the test
+/// host's `BENCH` lines and Warden's boot-to-host-entry figure as a table.
+fn cmd_bench(args: &[String]) -> Result<ExitCode> {
+    let mut o = run_options(args, false)?;
+    o.extra.extend(["-icount".to_string(), "shift=0".to_string()]);
+    install::ensure_prerequisites()?;
+    let image = image::build()?;
+    let host = image::build_testhost()?;
+    let config = qemu::Config {
+        cpus: o.cpus,
+        host: Some(host),
+        append: Some("testhost.bench".into()),
+        ..qemu::Config::default()
+    };
+    say!("$ {}", config.command_line(&image, &o.extra));
+    let run = qemu::run(&config, &image, &o.extra, o.timeout, false)?;
+    let mut rows = Vec::new();
+    for line in &run.lines {
+        if let Some(rest) = line.split("boot to host entry: ").nth(1) {
+            // "... us (N counter ticks at F Hz)": ticks = instructions here.
+            if let Some(ticks) = rest.split('(').nth(1).and_then(|t| t.split_whitespace().next()) {
+                rows.push(format!("{:<38} {:>12}", "boot to host entry (Warden, EL2)", ticks));
+            }
+        }
+        if let Some(rest) = line.split("BENCH ").nth(1) {
+            if rest.starts_with("baseline") || rest.starts_with("warning") || rest.starts_with("done") {
+                say!("{line}");
+                continue;
+            }
+            let (name, figures) = rest.split_once(" first=").unwrap_or((rest, ""));
+            let field = |k: &str| {
+                figures
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            let first = figures.split_whitespace().next().unwrap_or("?");
+            rows.push(format!("{name:<38} {:>12} {first:>12}", field("min=")));
+        }
+    }
+    println!(
+        "{:<38} {:>12} {:>12}",
+        "operation (instructions, -icount shift=0)", "min", "first"
+    );
+    for r in &rows {
+        println!("{r}");
+    }
+    let mut problems = qemu::host_run_problems(&run);
+    if !run.lines.iter().any(|l| l.contains("BENCH done")) {
+        problems.push("no \"BENCH done\" line: the test host did not finish measuring".into());
+    }
+    if run.lines.iter().any(|l| l.contains("BENCH warning")) {
+        problems.push("a measured call failed".into());
+    }
+    if rows.len() < 7 {
+        problems.push(format!("expected 7 figures, got {}", rows.len()));
+    }
+    if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &problems {

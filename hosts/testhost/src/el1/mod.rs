@@ -10,6 +10,7 @@
 //! powers off. Every step that can go wrong ends in a RESULT/DONE line
 //! (report.rs), never a silent hang.
 
+mod bench;
 mod console;
 mod cpu;
 mod entry;

@@ -149,6 +149,9 @@ pub fn run_all(mut ctx: Ctx) {
     let all = scenario::ALL;
     let idx = |name: &str| all.iter().position(|&n| n == name).unwrap_or(0);
     report::run(idx(ABI_VERSION), abi::abi_version);
+    // Cost figures (only with `testhost.bench`), before other CPUs run and
+    // before `lazy-map` maps all RAM.
+    super::bench::run(&ctx);
     report::run(idx(SECONDARIES), || cpus::secondaries(&ctx));
     report::run(idx(LAZY_MAP), || memory::lazy_map(&ctx));
     report::run(idx(SHARE_HYP), || memory::share_hyp(&ctx));
