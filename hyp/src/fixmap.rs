@@ -357,11 +357,7 @@ impl Fixmap {
         A: DescAccess + ?Sized,
         T: TlbOps + ?Sized,
     {
-        let slot = self.slot(false, cpu)?;
-        let va = slot.map(pa, mem, tlb)?;
-        let r = f(va);
-        slot.unmap(mem, tlb)?;
-        Ok(r)
+        self.scoped(false, cpu, pa, mem, tlb, f)
     }
 
     /// Map the block at `pa`, run `f` with the slot's VA, unmap.
@@ -377,7 +373,23 @@ impl Fixmap {
         A: DescAccess + ?Sized,
         T: TlbOps + ?Sized,
     {
-        let slot = self.slot(true, cpu)?;
+        self.scoped(true, cpu, pa, mem, tlb, f)
+    }
+
+    fn scoped<A, T, R>(
+        &self,
+        block: bool,
+        cpu: usize,
+        pa: u64,
+        mem: &mut A,
+        tlb: &mut T,
+        f: impl FnOnce(u64) -> R,
+    ) -> Result<R, Error>
+    where
+        A: DescAccess + ?Sized,
+        T: TlbOps + ?Sized,
+    {
+        let slot = self.slot(block, cpu)?;
         let va = slot.map(pa, mem, tlb)?;
         let r = f(va);
         slot.unmap(mem, tlb)?;

@@ -4,6 +4,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use warden_hyp::fixmap::DescAccess;
 use warden_hyp::pool::PhysMem;
 use warden_pgtable::PAGE_SIZE;
 
@@ -59,5 +60,16 @@ impl PhysMem for IdentityMem {
         // atomic store-release: earlier writes (a new table's entries) are
         // visible before this descriptor is.
         unsafe { AtomicU64::from_ptr(p) }.store(val, Ordering::Release);
+    }
+}
+
+/// The fixmap's descriptors live in the EL2 table's pool: an
+/// `IdentityMem` over that pool reaches them (bounds-checked).
+impl DescAccess for IdentityMem {
+    fn read_entry(&self, pa: u64) -> u64 {
+        self.read_u64(pa)
+    }
+    fn write_entry(&mut self, pa: u64, val: u64) {
+        self.write_u64_release(pa, val)
     }
 }

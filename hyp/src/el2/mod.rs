@@ -357,7 +357,13 @@ extern "C" fn warden_main(dtb: usize) -> ! {
     // SAFETY: the last host-pool page, not allocated yet, identity-mapped
     // read-write; Warden's alone.
     unsafe { (probe as *mut u64).write_volatile(0x5741_5244_454e) };
-    world::Poisoner(fixmap).poison(probe);
+    // SAFETY: the EL2 table's pool, identity-mapped read-write. The table
+    // (through its own `IdentityMem`) and the fixmap both write it, with
+    // single-copy-atomic descriptor stores to disjoint entries: the fixmap
+    // only its slots' descriptors, which the engine never rewrites after
+    // `Fixmap::init` (they hold annotations or fixmap leaves).
+    let fixmap_mem = || unsafe { mem::IdentityMem::new(el2_pool.base, el2_pool.end()) };
+    world::Poisoner(fixmap, fixmap_mem()).poison(probe);
     // SAFETY: as above.
     if unsafe { (probe as *const u64).read_volatile() } != 0 {
         fatal(format_args!("fixmap self-check: the page at {probe:#x} was not zeroed"));
@@ -367,7 +373,13 @@ extern "C" fn warden_main(dtb: usize) -> ! {
          (self-check: zeroed {probe:#x} through CPU 0's slot)",
         fixmap.base()
     );
-    let mp = MemProtect::new(ram, host_s2, table, world::SmmuHook(None), world::Poisoner(fixmap));
+    let mp = MemProtect::new(
+        ram,
+        host_s2,
+        table,
+        world::SmmuHook(None),
+        world::Poisoner(fixmap, fixmap_mem()),
+    );
 
     // Warden's own memory leaves the host: every part of the image Warden
     // maps (the guard page below the stacks holds nothing and stays the
@@ -426,7 +438,7 @@ extern "C" fn warden_main(dtb: usize) -> ! {
             // mapped as device memory; the two pool parts are disjoint from
             // the EL2 table's part and from each other.
             let taken = mp.with_host(|h| unsafe {
-                smmu::takeover(&platform, frame, shadow_pool, smmu_structs, pa_bits, &mut h.s2)
+                smmu::takeover(regions, frame, shadow_pool, smmu_structs, pa_bits, &mut h.s2)
             });
             match taken {
                 Ok(mut s) => {

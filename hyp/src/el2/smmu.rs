@@ -6,7 +6,7 @@
 //! host may reach, nothing else; from then on warden-memprotect's hook
 //! keeps it in step.
 
-use warden_hyp::platform::{Platform, Range};
+use warden_hyp::platform::Range;
 use warden_hyp::pool::{PagePool, PhysMem};
 use warden_iommu::{IommuDriver, IommuError};
 use warden_memprotect::Region;
@@ -151,6 +151,8 @@ pub type El2Smmu = Smmu<SmmuRegs, StructArena, PagePool<IdentityMem>, Dcache>;
 /// Take the SMMU over: probe, snapshot the host stage-2 into the shadow
 /// (RAM and MMIO the host owns mapped; Warden's memory and the SMMU's own
 /// registers, annotated, left out), point every stream of bus 0 at it.
+/// `ram` is the RAM map memprotect was given (every region, so none is
+/// mistaken for MMIO).
 /// Errors are the driver's: an SMMU Warden cannot use stops the boot (DMA
 /// isolation is not optional).
 ///
@@ -158,7 +160,7 @@ pub type El2Smmu = Smmu<SmmuRegs, StructArena, PagePool<IdentityMem>, Dcache>;
 /// As [`SmmuRegs::new`] for `frame`; `tables` and `structs` must be
 /// disjoint parts of Warden's memory that nothing else uses.
 pub unsafe fn takeover<HM: warden_pgtable::MmOps, HT: warden_pgtable::TlbOps>(
-    platform: &Platform,
+    ram: &[Region],
     frame: Range,
     tables: Range,
     structs: Range,
@@ -182,18 +184,6 @@ pub unsafe fn takeover<HM: warden_pgtable::MmOps, HT: warden_pgtable::TlbOps>(
         f.evtq_log2,
         f.oas_bits
     );
-    let mut ram = [Region { base: 0, size: 0 }; warden_memprotect::ram::MAX_REGIONS];
-    let n = platform.memory().len();
-    if n > ram.len() {
-        // RAM left out would be mapped as device memory: refuse instead.
-        return Err(IommuError::Unsupported("more RAM regions than the shadow tracks"));
-    }
-    for (r, m) in ram.iter_mut().zip(platform.memory()) {
-        *r = Region {
-            base: m.base,
-            size: m.size,
-        };
-    }
     let cfg = SmmuConfig {
         pa_bits: cpu_pa_bits.min(f.oas_bits),
         streams: STREAMS.min(1 << f.sid_bits.min(31)),
@@ -206,7 +196,7 @@ pub unsafe fn takeover<HM: warden_pgtable::MmOps, HT: warden_pgtable::TlbOps>(
     let struct_mem = unsafe { IdentityMem::new(structs.base, structs.end()) };
     let pool = PagePool::new(table_mem, tables.base, tables.size);
     let arena = StructArena::new(struct_mem, structs.base, structs.end());
-    let mut smmu = Smmu::new(regs, arena, pool, Dcache, &ram[..n], cfg)?;
+    let mut smmu = Smmu::new(regs, arena, pool, Dcache, ram, cfg)?;
     smmu.snapshot(host_s2)?;
     smmu.init()?;
     let pages = smmu.shadow().table().mm().inner().stats().used;

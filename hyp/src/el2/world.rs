@@ -3,10 +3,8 @@
 //! SMMU), the hypercall service, the CPUs' power state and the EL2 values
 //! that confine the host. Built by the boot CPU, then only shared.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use warden_abi::counter;
-use warden_hyp::fixmap::{DescAccess, Fixmap, SlotMem};
+use warden_hyp::fixmap::{Fixmap, SlotMem};
 use warden_hyp::hostcall::Hostcalls;
 use warden_hyp::pool::PagePool;
 use warden_hyp::psci_relay::Cpus;
@@ -39,24 +37,6 @@ impl OwnershipHook for SmmuHook {
     }
 }
 
-/// Descriptor access for the fixmap's entries, which live in the EL2
-/// table's pool (identity-mapped read-write).
-pub struct RawDesc;
-
-impl DescAccess for RawDesc {
-    fn read_entry(&self, pa: u64) -> u64 {
-        // SAFETY: `pa` is a descriptor address the fixmap recorded in the
-        // EL2 table (pool memory, aligned, identity-mapped); an atomic load
-        // sees a whole descriptor.
-        unsafe { AtomicU64::from_ptr(pa as *mut u64) }.load(Ordering::Relaxed)
-    }
-    fn write_entry(&mut self, pa: u64, val: u64) {
-        // SAFETY: as above; this CPU writes only its own slots' entries, a
-        // single-copy-atomic store that the walker sees whole.
-        unsafe { AtomicU64::from_ptr(pa as *mut u64) }.store(val, Ordering::Release)
-    }
-}
-
 /// Stores through a fixmap slot and cleans them to the PoC.
 pub struct RawSlot;
 
@@ -73,16 +53,14 @@ impl SlotMem for RawSlot {
 
 /// Clears pages a guest owned before the host gets them back: zeroes them
 /// through this CPU's fixmap slot and cleans them to the PoC, so neither
-/// the host's CPU accesses nor its DMA see the guest's data.
-pub struct Poisoner(pub Fixmap);
+/// the host's CPU accesses nor its DMA see the guest's data. Holds the
+/// fixmap and access to the EL2 table's pool, where its descriptors are.
+pub struct Poisoner(pub Fixmap, pub IdentityMem);
 
 impl Poison for Poisoner {
     fn poison(&mut self, pa: u64) {
         let cpu = super::host::cpu_index();
-        if let Err(e) = self
-            .0
-            .zero_page(cpu, pa, &mut RawDesc, &mut El2Tlb::new(), &mut RawSlot)
-        {
+        if let Err(e) = self.0.zero_page(cpu, pa, &mut self.1, &mut El2Tlb::new(), &mut RawSlot) {
             // The slot is this CPU's and `pa` a page memprotect chose: a
             // failure is an internal invariant broken, not host input.
             super::fatal(format_args!("poisoning {pa:#x} through the fixmap: {e:?}"));
